@@ -1,0 +1,63 @@
+"""The bridge from pandera to Dagster asset checks: counts per failed check and a sample table."""
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+
+RAW_SCHEMA = "raw_schema"
+CLEANSED_SCHEMA = "cleansed_schema"
+ROWS_CONSERVED = "rows_conserved"
+TABLE_SCHEMA = "table_schema"
+ARCHIVE_MATCHES_TABLE = "archive_matches_table"
+
+SAMPLE_ROWS = 10
+
+
+def schema_check_result(
+    check_name: str, asset_key: dg.AssetKey, model: type[pa.DataFrameModel], frame: pl.DataFrame
+) -> dg.AssetCheckResult:
+    """Validate every row (``lazy=True``); fail with per-check counts and a sample of failures."""
+    try:
+        model.validate(frame, lazy=True)
+        failures = pl.DataFrame()
+    except pa.errors.SchemaErrors as err:
+        failures = err.failure_cases
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "rows_checked": dg.MetadataValue.int(frame.height),
+        "failures": dg.MetadataValue.int(failures.height),
+    }
+    if failures.height:
+        per_check = (
+            failures.group_by("column", "check")
+            .len()
+            .sort("len", descending=True)
+            .with_columns(pl.col("column").fill_null("(frame)"))
+        )
+        for column, check, count in per_check.iter_rows():
+            metadata[f"failures[{column}:{check}]"] = dg.MetadataValue.int(count)
+        sample = failures.head(SAMPLE_ROWS).select(
+            pl.col("column").fill_null(""),
+            "check",
+            pl.col("failure_case").cast(pl.String).str.slice(0, 120),
+            "index",
+        )
+        metadata["failure_sample"] = dg.MetadataValue.md(markdown_table(sample))
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=failures.height == 0,
+        metadata=metadata,
+        description=model.__doc__,
+    )
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A small frame as a markdown table for the UI (cells escaped, never the whole frame)."""
+
+    def cell(value: object) -> str:
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,28 @@
+"""Jobs: file ingestion (unpartitioned) and the per-day chain from raw rows to reports."""
+
+import dagster as dg
+
+from greenstream_assets.defs.partitions import daily_partitions
+
+DAILY_ASSETS = [
+    "raw_meter_files",
+    "cleansed_readings",
+    "quarantined_readings",
+    "flagged_anomalies",
+    "meter_readings",
+    "meter_readings_archive",
+    "daily_peaks",
+    "faulty_meters",
+]
+
+ingest_job = dg.define_asset_job(
+    "ingest_landing_job",
+    selection=dg.AssetSelection.assets("landing_files"),
+    description="Stage every new or changed landing-zone file by day (what the sensor launches first).",
+)
+daily_job = dg.define_asset_job(
+    "daily_readings_job",
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS),
+    partitions_def=daily_partitions,
+    description="One day from raw rows to the table, the archive and the reports.",
+)

@@ -1,0 +1,62 @@
+"""Reports people act on: the day's system peak and the meters found stuck near zero."""
+
+import dagster as dg
+import polars as pl
+
+from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
+from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.resources import StorageResource
+from greenstream_assets.rules.reports import system_peak
+from greenstream_assets.storage import lake
+
+
+@dg.asset(
+    group_name="reports",
+    partitions_def=daily_partitions,
+    deps=["meter_readings", "meter_readings_archive"],
+    kinds={"duckdb", "table"},
+    pool=WAREHOUSE_POOL,
+    retry_policy=IO_RETRY,
+)
+def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The day's system peak: the instant with the highest total demand across all meters, its kW
+    and how many meters reported in it. Missing and anomalous readings never enter a peak."""
+    day = partition_day(context)
+    store = storage.lake_store()
+    readings = lake.read_parquet(store, lake.archive_key(day)).select(
+        "meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly"
+    )
+    peak = system_peak(readings, day)
+    storage.open_warehouse().replace_day("daily_peaks", day, peak)
+    peak_kw, peak_ts = peak.item(0, "peak_kw"), peak.item(0, "peak_ts")
+    return dg.MaterializeResult(
+        metadata={
+            "peak_kw": dg.MetadataValue.float(float(peak_kw) if peak_kw is not None else 0.0),
+            "peak_ts": dg.MetadataValue.text(peak_ts.isoformat() if peak_ts else "none"),
+            "meters_reporting": dg.MetadataValue.int(int(peak.item(0, "meters_reporting"))),
+        }
+    )
+
+
+@dg.asset(
+    group_name="reports",
+    partitions_def=daily_partitions,
+    deps=["flagged_anomalies", "meter_readings"],
+    kinds={"duckdb", "table"},
+    pool=WAREHOUSE_POOL,
+    retry_policy=IO_RETRY,
+)
+def faulty_meters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Meters to send a crew to: each meter whose readings stayed at or below the near-zero threshold
+    for at least the minimum duration that day, with the period's start and end (UTC)."""
+    day = partition_day(context)
+    periods = lake.read_parquet(storage.lake_store(), lake.layer_key("faulty_periods", day))
+    rows = periods.with_columns(reading_date=pl.lit(day))
+    storage.open_warehouse().replace_day("faulty_meters", day, rows)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(rows.height),
+            "faulty_meters": dg.MetadataValue.int(rows.get_column("meter_id").n_unique()),
+            "preview": preview(periods),
+        }
+    )

@@ -1,0 +1,98 @@
+"""Warehouse: the day's readings as the relational table analysts query, and the Parquet archive."""
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+from greenstream_assets.defs.checks import ARCHIVE_MATCHES_TABLE, TABLE_SCHEMA, schema_check_result
+from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
+from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.resources import StorageResource
+from greenstream_assets.schemas import MeterReadingsTable
+from greenstream_assets.storage import lake
+from greenstream_assets.storage.warehouse import TABLES
+
+TABLE_COLUMNS = [name for name, _, _ in TABLES["meter_readings"]]
+
+
+def table_rows(flagged: pl.DataFrame, day: date) -> pl.DataFrame:
+    """The flagged readings in the table's column order; the same rows go to table and archive."""
+    return flagged.with_columns(reading_date=pl.lit(day)).select(TABLE_COLUMNS)
+
+
+@dg.asset(
+    group_name="warehouse",
+    partitions_def=daily_partitions,
+    deps=["flagged_anomalies"],
+    kinds={"duckdb", "table"},
+    pool=WAREHOUSE_POOL,
+    retry_policy=IO_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(TABLE_SCHEMA, asset="meter_readings", description=MeterReadingsTable.__doc__)
+    ],
+)
+def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
+    """The relational table analysts query: every kept reading of the day with its UTC timestamp,
+    kW value and flags (is_missing, is_anomaly, is_faulty, is_peak_period) and the file it came from.
+    Re-materializing a day replaces that day in one transaction, never duplicates it."""
+    day = partition_day(context)
+    rows = table_rows(lake.read_parquet(storage.lake_store(), lake.layer_key("flagged_anomalies", day)), day)
+    warehouse = storage.open_warehouse()
+    stored = warehouse.replace_day("meter_readings", day, rows)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(stored),
+            "missing": dg.MetadataValue.int(int(rows.get_column("is_missing").sum())),
+            "anomalies": dg.MetadataValue.int(int(rows.get_column("is_anomaly").sum())),
+            "meters": dg.MetadataValue.int(rows.get_column("meter_id").n_unique()),
+            "preview": preview(rows),
+        }
+    )
+    in_table = warehouse.query(
+        f"SELECT {', '.join(TABLE_COLUMNS)} FROM meter_readings WHERE reading_date = ?", [day]
+    ).cast({"line_number": pl.Int64, "local_hour": pl.Int8})
+    yield schema_check_result(TABLE_SCHEMA, context.asset_key, MeterReadingsTable, in_table)
+
+
+@dg.asset(
+    group_name="warehouse",
+    partitions_def=daily_partitions,
+    deps=["flagged_anomalies"],
+    kinds={"parquet"},
+    retry_policy=IO_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            ARCHIVE_MATCHES_TABLE,
+            asset="meter_readings_archive",
+            description="The archived file reads back with the same rows and keys as the day's table rows.",
+        )
+    ],
+)
+def meter_readings_archive(context: dg.AssetExecutionContext, storage: StorageResource):
+    """The day's meter_readings rows as Parquet under archive/meter_readings/date=YYYY-MM-DD/
+    (hive layout: DuckDB, polars and Athena read the folder as one table). Published atomically:
+    readers see the previous day file or the new one, never a part."""
+    day = partition_day(context)
+    store = storage.lake_store()
+    rows = table_rows(lake.read_parquet(store, lake.layer_key("flagged_anomalies", day)), day)
+    key = lake.archive_key(day)
+    # The partition column lives in the path (hive layout), not in the file.
+    lake.write_parquet(store, key, rows.drop("reading_date"))
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(rows.height),
+            "location": dg.MetadataValue.path(key),
+        }
+    )
+    archived = lake.read_parquet(store, key)
+    keys = ["meter_id", "reading_ts"]
+    same = archived.height == rows.height and archived.select(keys).sort(keys).equals(
+        rows.select(keys).sort(keys)
+    )
+    yield dg.AssetCheckResult(
+        check_name=ARCHIVE_MATCHES_TABLE,
+        asset_key=context.asset_key,
+        passed=same,
+        metadata={"rows_archived": archived.height, "rows_expected": rows.height},
+    )

@@ -1,0 +1,287 @@
+"""File-level ingestion: each new file version in the landing zone is read once, backed up untouched,
+split by the UTC day of its readings into staging, and recorded in the ledger.
+
+The ledger (not a sensor cursor) is the memory of what was processed, so a restarted daemon resumes
+exactly. Day partitions then read only their own day's staged rows (see ../shared/DESIGN-NOTES.md,
+option A).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.files import RejectedFile, read_meter_file
+from greenstream_assets.rules.timestamps import parse_timestamp, utc_day
+from greenstream_assets.storage import lake
+from greenstream_assets.storage.blobs import BlobStore, ObjectInfo, UnsafeKey, check_key
+
+LEDGER_SCHEMA = {
+    "batch": pl.String,
+    "key": pl.String,
+    "version": pl.String,  # the store's change marker (ETag, or size + mtime)
+    "checksum": pl.String,  # sha256 of the bytes
+    "size": pl.Int64,
+    "status": pl.String,  # staged | failed
+    "reason": pl.String,  # why a failed file failed
+    "day": pl.Date,  # a day the file has rows for (null for a failed file)
+    "rows": pl.Int64,  # rows of the file staged for that day
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass
+class IngestReport:
+    batch: str | None = None
+    files_staged: int = 0
+    files_failed: int = 0
+    files_unchanged: int = 0
+    rows_staged: int = 0
+    affected_days: list[date] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+def new_batch_id(now: datetime) -> str:
+    """Sortable by time of writing: the sensor reads batches in this order."""
+    return (
+        now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha1(str(now.timestamp()).encode()).hexdigest()[:6]
+    )
+
+
+def load_ledger(store: BlobStore) -> pl.DataFrame:
+    frames = [lake.read_parquet(store, obj.key) for obj in store.list(lake.LEDGER_FILES)]
+    if not frames:
+        return pl.DataFrame(schema=LEDGER_SCHEMA)
+    return pl.concat(frames, how="vertical_relaxed").cast(LEDGER_SCHEMA)
+
+
+def current_versions(ledger: pl.DataFrame) -> pl.DataFrame:
+    """The ledger rows of each key's latest content: the versions the days are built from.
+
+    Where two batches staged the same content (two runs racing on one new file), the earliest
+    batch wins, so a row is never counted twice.
+    """
+    if ledger.height == 0:
+        return ledger
+    latest = ledger.sort("ingested_at", "batch").group_by("key").agg(pl.col("checksum").last())
+    first_batch = (
+        ledger.join(latest, on=["key", "checksum"], how="semi").group_by("key").agg(pl.col("batch").min())
+    )
+    return ledger.join(first_batch, on=["key", "batch"], how="semi")
+
+
+def day_files(ledger: pl.DataFrame, day: date) -> pl.DataFrame:
+    """The current file versions with rows on ``day``: key, checksum, size, rows, batch."""
+    current = current_versions(ledger)
+    return (
+        current.filter((pl.col("status") == "staged") & (pl.col("day") == day))
+        .select("key", "checksum", "size", "rows", "batch")
+        .sort("key")
+    )
+
+
+def files_digest(files: pl.DataFrame) -> str:
+    """Identity of a day's input: changes when any of its files is added, removed or changed."""
+    text = "\n".join(f"{k}\t{c}" for k, c in files.select("key", "checksum").sort("key").iter_rows())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unseen_objects(landing: BlobStore, ledger: pl.DataFrame) -> list[ObjectInfo]:
+    seen = set(ledger.select("key", "version").unique().iter_rows())
+    return [obj for obj in landing.list() if (obj.key, obj.version) not in seen]
+
+
+def _split_by_day(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.DataFrame:
+    """Add ``day``: the UTC day of each reading. Rows with no usable day go to the file's first
+    day (or the arrival day) so that they are quarantined and reviewed with the file's other rows.
+    """
+    latest_day = arrival + timedelta(days=1)
+    day = utc_day(parse_timestamp("timestamp", config.timezone))
+    rows = rows.with_columns(
+        day=pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(latest_day))).then(day)
+    )
+    fallback = rows.get_column("day").min()
+    return rows.with_columns(pl.col("day").fill_null(fallback if fallback is not None else arrival))
+
+
+def ingest_new_files(
+    landing: BlobStore,
+    lake_store: BlobStore,
+    config: RulesConfig,
+    now: datetime | None = None,
+    max_workers: int = 16,
+) -> IngestReport:
+    """Stage every landing-zone object whose version the ledger has not seen. Idempotent."""
+    now = now or datetime.now(UTC)
+    ledger = load_ledger(lake_store)
+    todo = unseen_objects(landing, ledger)
+    report = IngestReport()
+    if not todo:
+        return report
+    report.batch = batch = new_batch_id(now)
+    previous = current_versions(ledger)
+    known = dict(previous.select("key", "checksum").unique().iter_rows())
+
+    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes]:
+        return obj, landing.read(obj.key)
+
+    ledger_rows: list[dict] = []
+    staged: list[pl.DataFrame] = []
+    touched_keys: set[str] = set()
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        for obj, data in pool.map(fetch, todo):
+            checksum = hashlib.sha256(data).hexdigest()
+            base = {
+                "batch": batch,
+                "key": obj.key,
+                "version": obj.version,
+                "checksum": checksum,
+                "size": len(data),
+                "ingested_at": now,
+            }
+            if known.get(obj.key) == checksum:
+                # Touched but not changed: remember the new version, reprocess nothing.
+                report.files_unchanged += 1
+                old = previous.filter(pl.col("key") == obj.key).drop("batch", "version", "ingested_at")
+                ledger_rows += [{**row, **base} for row in old.to_dicts()]
+                continue
+            touched_keys.add(obj.key)
+            try:
+                check_key(obj.key)
+                rows = read_meter_file(data, obj.key)
+            except (RejectedFile, UnsafeKey) as err:
+                reason = getattr(err, "reason", "unsafe_key")
+                _fail_file(lake_store, obj.key, data, checksum, reason, str(err), now)
+                report.files_failed += 1
+                report.failures.append({"key": obj.key, "reason": reason, "detail": str(err)})
+                ledger_rows.append({**base, "status": "failed", "reason": reason, "day": None, "rows": 0})
+                continue
+            lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
+            rows = _split_by_day(rows, config, now.date()).with_columns(checksum=pl.lit(checksum))
+            for day, n in rows.group_by("day").len().iter_rows():
+                ledger_rows.append({**base, "status": "staged", "reason": None, "day": day, "rows": n})
+            staged.append(rows)
+            report.files_staged += 1
+            report.rows_staged += rows.height
+
+    days = set()
+    if staged:
+        all_rows = pl.concat(staged)
+        for (day,), part in all_rows.partition_by("day", as_dict=True, include_key=False).items():
+            lake.write_parquet(lake_store, lake.staging_key(day, batch), part)
+            days.add(day)
+    # A changed file also changes the days its previous content had rows on.
+    days |= set(
+        previous.filter(pl.col("key").is_in(touched_keys) & pl.col("day").is_not_null())
+        .get_column("day")
+        .to_list()
+    )
+    report.affected_days = sorted(days)
+    # Ledger rows first, the batch note last: the note is what tells the sensor to look.
+    lake.write_parquet(
+        lake_store, f"{lake.LEDGER_FILES}{batch}.parquet", pl.DataFrame(ledger_rows, schema=LEDGER_SCHEMA)
+    )
+    lake.write_json(
+        lake_store,
+        f"{lake.LEDGER_BATCHES}{batch}.json",
+        {
+            "batch": batch,
+            "days": [d.isoformat() for d in report.affected_days],
+            "files_staged": report.files_staged,
+            "files_failed": report.files_failed,
+        },
+    )
+    return report
+
+
+def _fail_file(
+    store: BlobStore, key: str, data: bytes, checksum: str, reason: str, detail: str, now: datetime
+) -> None:
+    """Keep an unreadable file for review, beside a note saying why."""
+    try:
+        target = lake.failed_key(checksum, check_key(key))
+    except UnsafeKey:
+        target = lake.failed_key(checksum, "unsafe-key-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+    store.write(target, data)
+    lake.write_json(
+        store,
+        target + ".reason.json",
+        {
+            "source_key": key,
+            "reason": reason,
+            "detail": detail,
+            "checksum": checksum,
+            "size": len(data),
+            "failed_at": now.isoformat(),
+        },
+    )
+
+
+def load_day_rows(lake_store: BlobStore, ledger: pl.DataFrame, day: date) -> pl.DataFrame:
+    """The day's staged raw rows from the current version of every file, each row once."""
+    files = day_files(ledger, day)
+    frames = []
+    for batch in files.get_column("batch").unique().sort().to_list():
+        wanted = files.filter(pl.col("batch") == batch).select("key", "checksum")
+        part = lake.read_parquet(lake_store, lake.staging_key(day, batch))
+        frames.append(
+            part.join(wanted, left_on=["source_file", "checksum"], right_on=["key", "checksum"], how="semi")
+        )
+    if not frames:
+        return pl.DataFrame(schema=RAW_STAGED_SCHEMA)
+    return pl.concat(frames).select(*RAW_STAGED_SCHEMA)
+
+
+RAW_STAGED_SCHEMA = {
+    "meter_id": pl.String,
+    "timestamp": pl.String,
+    "energy_value": pl.String,
+    "energy_unit": pl.String,
+    "source_file": pl.String,
+    "line_number": pl.Int64,
+}
+
+
+def stale_days(lake_store: BlobStore, ledger: pl.DataFrame, days: set[date] | None = None) -> dict[date, str]:
+    """Days (all in the ledger, or only ``days``) whose current files differ from what the day's
+    last raw_meter_files run read, mapped to the digest of their current files."""
+    staged = ledger.filter(pl.col("day").is_not_null())
+    candidates = set(staged.get_column("day").unique().to_list()) if days is None else days
+    stale = {}
+    for day in sorted(candidates):
+        digest = files_digest(day_files(ledger, day))
+        key = lake.raw_manifest_key(day)
+        done = lake_store.exists(key) and lake.read_json(lake_store, key).get("files_digest") == digest
+        if not done:
+            stale[day] = digest
+    return stale
+
+
+def batches_after(lake_store: BlobStore, cursor: dict, window_seconds: int = 600) -> tuple[list[str], dict]:
+    """Ledger batches not yet seen, and the next cursor.
+
+    Batch names sort by the time they were written, but two runs can finish out of order, so the
+    cursor remembers the names inside a short window behind the newest one instead of a single
+    watermark: small, bounded, and nothing is skipped.
+    """
+    names = sorted(
+        obj.key.rsplit("/", 1)[-1].removesuffix(".json") for obj in lake_store.list(lake.LEDGER_BATCHES)
+    )
+    recent = set(cursor.get("recent", []))
+    floor = _shift_batch(cursor.get("last", ""), -window_seconds)
+    fresh = [name for name in names if name > floor and name not in recent]
+    last = max([cursor.get("last", ""), *fresh])
+    keep_floor = _shift_batch(last, -window_seconds)
+    return fresh, {"last": last, "recent": [n for n in names if n > keep_floor]}
+
+
+def _shift_batch(name: str, seconds: int) -> str:
+    if not name:
+        return ""
+    moment = datetime.strptime(name[:22], "%Y%m%dT%H%M%S%f")
+    return (moment + timedelta(seconds=seconds)).strftime("%Y%m%dT%H%M%S%f")

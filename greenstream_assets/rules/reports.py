@@ -1,0 +1,49 @@
+"""Report rules: the day's system-wide peak of total demand, missing and anomalous readings excluded."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+DAILY_PEAK_SCHEMA = {
+    "reading_date": pl.Date,
+    "peak_ts": pl.Datetime("us", "UTC"),
+    "peak_kw": pl.Float64,
+    "meters_reporting": pl.UInt32,
+}
+
+
+def peak_eligible() -> pl.Expr:
+    """Readings that may enter any peak: an actual value that is not an anomaly."""
+    return ~pl.col("is_missing") & ~pl.col("is_anomaly") & pl.col("energy_kw").is_not_null()
+
+
+def system_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
+    """One row: the instant with the highest total kW across meters (earliest on a tie).
+
+    ``meters_reporting`` counts the meters whose readings make that total. A day without eligible
+    readings gives a row with null peak and zero meters.
+    """
+    totals = (
+        readings.filter(peak_eligible())
+        .group_by("reading_ts")
+        .agg(
+            # Rounded to the microwatt so the float sum does not depend on row order.
+            peak_kw=pl.col("energy_kw").sum().round(6),
+            meters_reporting=pl.col("meter_id").n_unique(),
+        )
+        .sort(["peak_kw", "reading_ts"], descending=[True, False])
+        .head(1)
+    )
+    if totals.height == 0:
+        return pl.DataFrame(
+            {"reading_date": [day], "peak_ts": [None], "peak_kw": [None], "meters_reporting": [0]},
+            schema=DAILY_PEAK_SCHEMA,
+        )
+    return totals.select(
+        reading_date=pl.lit(day),
+        peak_ts="reading_ts",
+        peak_kw="peak_kw",
+        meters_reporting="meters_reporting",
+    ).cast(DAILY_PEAK_SCHEMA)

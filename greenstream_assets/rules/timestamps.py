@@ -1,0 +1,39 @@
+"""Rule 3 (parsing half): ISO 8601 timestamps, with or without zone, to UTC instants."""
+
+from __future__ import annotations
+
+import polars as pl
+
+_OFFSET = r"[+-]\d{2}:?\d{2}$"
+
+
+def parse_timestamp(column: str | pl.Expr, timezone: str) -> pl.Expr:
+    """Parse ISO 8601 text to a UTC ``Datetime``; anything unparseable becomes null.
+
+    Accepted: ``T`` or a space between date and time, optional seconds and fractions, and a
+    trailing ``Z``, ``+HH:MM``/``+HHMM`` offset, or nothing. Text without an offset is local time
+    in ``timezone``; a local time that does not exist (the spring-forward gap) is null, and an
+    ambiguous one (the autumn fall-back hour) takes the earlier instant.
+    """
+    text = column if isinstance(column, pl.Expr) else pl.col(column)
+    norm = (
+        text.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"(?i)Z$", "+00:00")
+        # Minutes-only times ("T08:15") get explicit seconds.
+        .str.replace(r"(T\d{2}:\d{2})([+-]|$)", "${1}:00${2}")
+    )
+    with_offset = norm.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us", time_zone="UTC"
+    )
+    local = (
+        norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+    )
+    return pl.when(norm.str.contains(_OFFSET)).then(with_offset).otherwise(local)
+
+
+def utc_day(ts: pl.Expr) -> pl.Expr:
+    """The UTC calendar day of an instant: the day partition a reading belongs to."""
+    return ts.dt.date()

@@ -1,0 +1,27 @@
+"""Rules 1 and 2: energy values to kW, and which values count as missing."""
+
+from __future__ import annotations
+
+import polars as pl
+
+# Text a meter sends for "no value". NaN is a missing value too, not a number to peak on.
+MISSING_TOKENS = ("", "null", "none", "na", "n/a", "nan")
+
+
+def value_is_missing(value: pl.Expr) -> pl.Expr:
+    """True where ``energy_value`` (text) is NULL, empty, or a NULL/NaN token."""
+    token = value.str.strip_chars().str.to_lowercase()
+    return value.is_null() | token.is_in(MISSING_TOKENS)
+
+
+def value_number(value: pl.Expr) -> pl.Expr:
+    """``energy_value`` as a float; null where missing or not a finite number."""
+    num = value.str.strip_chars().cast(pl.Float64, strict=False)
+    return pl.when(num.is_finite()).then(num).otherwise(None)
+
+
+def unit_factor(unit: pl.Expr, unit_factors: dict[str, float]) -> pl.Expr:
+    """Factor from the unit to kW; null for any unit not in ``unit_factors`` (case matters)."""
+    return unit.str.strip_chars().replace_strict(
+        list(unit_factors), list(unit_factors.values()), default=None, return_dtype=pl.Float64
+    )

@@ -1,0 +1,109 @@
+"""Where bytes go: the landing zone and the lake, behind one interface (local folder now, S3 next).
+
+Keys are always relative, ``/``-separated and checked: no key can reach outside the store's root.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class UnsafeKey(ValueError):
+    """A key that could escape the store's root (absolute, ``..``, backslash, NUL)."""
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafeKey(f"unsafe object key {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    # Changes whenever the content may have changed: ETag on S3, size + mtime on a folder.
+    version: str
+
+
+class BlobStore(Protocol):
+    url: str
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def write(self, key: str, data: bytes) -> None:
+        """Atomic: a reader sees the previous object or the new one, never a part."""
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+
+class LocalBlobStore:
+    """A folder as a blob store; writes go to a temporary file and are renamed into place."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):  # in-flight temporary files
+                    continue
+                path = Path(dirpath) / name
+                stat = path.stat()
+                key = path.relative_to(self.root).as_posix()
+                yield ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}")
+
+    def read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{uuid.uuid4().hex[:8]}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+
+def open_blob_store(url: str) -> BlobStore:
+    """A store for a folder path or ``file://`` URL (``s3://`` arrives with the S3 issue)."""
+    if url.startswith("s3://"):
+        raise NotImplementedError("s3:// locations are not supported yet; use a local folder")
+    return LocalBlobStore(url.removeprefix("file://"))

@@ -1,0 +1,72 @@
+"""The lake's layout and its file formats: every path the platform writes is named here."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from greenstream_assets.storage.blobs import BlobStore
+
+LEDGER_FILES = "_ledger/files/"
+LEDGER_BATCHES = "_ledger/batches/"
+
+
+def raw_backup_key(checksum: str, source_key: str) -> str:
+    return f"raw/files/{checksum[:16]}/{source_key}"
+
+
+def raw_manifest_key(day: date) -> str:
+    return f"raw/manifests/date={day.isoformat()}.json"
+
+
+def staging_key(day: date, batch: str) -> str:
+    return f"staging/date={day.isoformat()}/{batch}.parquet"
+
+
+def layer_key(layer: str, day: date) -> str:
+    return f"layers/{layer}/date={day.isoformat()}.parquet"
+
+
+def quarantine_key(day: date) -> str:
+    return f"quarantine/date={day.isoformat()}/quarantined_readings.jsonl"
+
+
+def failed_key(checksum: str, source_key: str) -> str:
+    return f"failed/{checksum[:16]}/{source_key}"
+
+
+def archive_key(day: date) -> str:
+    return f"archive/meter_readings/date={day.isoformat()}/part-0.parquet"
+
+
+def write_parquet(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    store.write(key, buffer.getvalue())
+
+
+def read_parquet(store: BlobStore, key: str) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(store.read(key)))
+
+
+def write_json(store: BlobStore, key: str, payload: Any) -> None:
+    store.write(key, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_json(store: BlobStore, key: str) -> Any:
+    return json.loads(store.read(key))
+
+
+def write_jsonl(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_ndjson(buffer)
+    store.write(key, buffer.getvalue())
+
+
+def read_jsonl(store: BlobStore, key: str) -> pl.DataFrame:
+    data = store.read(key)
+    return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None) if data else pl.DataFrame()

@@ -1,0 +1,134 @@
+"""Where rows go: the relational warehouse behind one interface (DuckDB file now, PostgreSQL next).
+
+Table and column names are constants of this module, never user input; values are always bound
+parameters. A day is replaced in one transaction: readers see the old day or the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import polars as pl
+
+SCHEMA_VERSION = 1
+
+# table -> (column, DuckDB type, comment); every table has reading_date, the day it belongs to.
+TABLES: dict[str, list[tuple[str, str, str]]] = {
+    "meter_readings": [
+        ("meter_id", "VARCHAR NOT NULL", "Meter identifier as sent, trimmed"),
+        ("reading_ts", "TIMESTAMPTZ NOT NULL", "Instant of the reading, UTC"),
+        ("reading_date", "DATE NOT NULL", "UTC day of reading_ts: the day partition"),
+        ("local_date", "DATE NOT NULL", "Day of the reading in the utility timezone"),
+        ("local_hour", "TINYINT NOT NULL", "Hour of the reading in the utility timezone"),
+        ("energy_kw", "DOUBLE", "Reading in kW (W divided by 1000); NULL when missing"),
+        ("is_missing", "BOOLEAN NOT NULL", "The meter sent no value; excluded from peaks"),
+        ("is_anomaly", "BOOLEAN NOT NULL", "Above the configured maximum kW; excluded from peaks"),
+        ("is_faulty", "BOOLEAN NOT NULL", "Part of a near-zero run long enough to call the meter faulty"),
+        ("is_peak_period", "BOOLEAN NOT NULL", "Inside the tariff peak window (local time)"),
+        ("source_file", "VARCHAR NOT NULL", "Landing-zone key of the file the row came from"),
+        ("line_number", "BIGINT NOT NULL", "Line of the row in that file (header is line 1)"),
+    ],
+    "faulty_meters": [
+        ("reading_date", "DATE NOT NULL", "Day partition the period was found in"),
+        ("meter_id", "VARCHAR NOT NULL", "Meter stuck at or near zero"),
+        ("start_ts", "TIMESTAMPTZ NOT NULL", "First near-zero reading of the period, UTC"),
+        ("end_ts", "TIMESTAMPTZ NOT NULL", "Last near-zero reading of the period, UTC"),
+        ("readings", "INTEGER NOT NULL", "Number of near-zero readings in the period"),
+    ],
+    "daily_peaks": [
+        ("reading_date", "DATE NOT NULL", "Day partition (UTC)"),
+        ("peak_ts", "TIMESTAMPTZ", "Instant of the highest total demand across meters"),
+        ("peak_kw", "DOUBLE", "Total kW at peak_ts; missing and anomalous readings excluded"),
+        ("meters_reporting", "INTEGER NOT NULL", "Meters whose readings make the peak total"),
+    ],
+}
+INDEXES = {
+    "meter_readings": ["reading_date"],
+    "faulty_meters": ["reading_date"],
+    "daily_peaks": ["reading_date"],
+}
+
+
+class Warehouse(Protocol):
+    url: str
+
+    def ensure_schema(self) -> None: ...
+
+    def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
+        """Atomically replace ``table``'s rows for ``day`` with ``rows``; return the rows stored."""
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame: ...
+
+
+class DuckDBWarehouse:
+    """An embedded DuckDB file. One writer at a time: every writing step shares one pool."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(Path(path).resolve())
+        self.url = self.path
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(self.path)
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
+        finally:
+            conn.close()
+
+    def ensure_schema(self) -> None:
+        with self.connect() as conn:
+            conn.execute("BEGIN")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            for table, columns in TABLES.items():
+                ddl = ", ".join(f"{name} {kind}" for name, kind, _ in columns)
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
+                for name, _, comment in columns:
+                    conn.execute(f"COMMENT ON COLUMN {table}.{name} IS '{_sql_text(comment)}'")
+                for column in INDEXES[table]:
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column}_idx ON {table} ({column})")
+            current = conn.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
+            if current is None or current < SCHEMA_VERSION:
+                conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
+            conn.execute("COMMIT")
+
+    def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
+        columns = [name for name, _, _ in TABLES[table]]
+        arrow_rows = rows.select(columns).to_arrow()
+        with self.connect() as conn:
+            conn.execute("BEGIN")
+            try:
+                conn.execute(f"DELETE FROM {table} WHERE reading_date = ?", [day])
+                conn.register("incoming_rows", arrow_rows)
+                conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming_rows")
+                conn.unregister("incoming_rows")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return rows.height
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        with self.connect() as conn:
+            return conn.sql(sql, params=params or []).pl()
+
+
+def _sql_text(text: str) -> str:
+    # Comments are constants of this module; DuckDB's COMMENT ON does not take parameters.
+    return text.replace("'", "''")
+
+
+def open_warehouse(url: str) -> Warehouse:
+    """A warehouse for a DuckDB file path (``postgresql://`` arrives with the PostgreSQL issue)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        raise NotImplementedError("postgresql:// warehouses are not supported yet; use a DuckDB file")
+    return DuckDBWarehouse(url.removeprefix("duckdb://"))

@@ -52,14 +52,27 @@ def _generate(args: argparse.Namespace) -> int:
 def _run(day: date | None) -> int:
     from greenstream_assets.runner import run_landing_zone
 
-    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_dagster_home()
     summary = run_landing_zone(day)
     print(summary.render())
     if summary.failed:
         print("greenstream run: FAILED: " + "; ".join(summary.failed), file=sys.stderr)
         return 1
     return 0
+
+
+def ensure_dagster_home() -> Path:
+    """Use $DAGSTER_HOME (default ./.dagster_home), seeded with the local instance config."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text((Path(__file__).resolve().parent / "dagster_local.yaml").read_text())
+    nux = home / ".nux" / "nux.yaml"
+    if not nux.exists():
+        nux.parent.mkdir(exist_ok=True)
+        nux.write_text("seen: 1\n")
+    return home
 
 
 if __name__ == "__main__":

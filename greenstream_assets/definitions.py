@@ -7,21 +7,27 @@ from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.defs.sensors import landing_zone_sensor
 
-defs = dg.Definitions(
-    assets=[
-        ingestion.landing_files,
-        ingestion.raw_meter_files,
-        quality.validate_day,
-        quality.flagged_anomalies,
-        warehouse.meter_readings,
-        warehouse.meter_readings_archive,
-        reports.daily_peaks,
-        reports.faulty_meters,
-    ],
-    jobs=[ingest_job, daily_job],
-    sensors=[landing_zone_sensor],
-    resources={"storage": StorageResource(), "rules": RulesResource()},
-    # A day's steps are cheap next to a process start (~3 s each): run them in one process and
-    # get parallelism across days (runs) instead.
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
+    """The definitions, with ``resources`` replacing the defaults (tests, other deployments)."""
+    return dg.Definitions(
+        assets=[
+            ingestion.landing_files,
+            ingestion.raw_meter_files,
+            quality.validate_day,
+            quality.flagged_anomalies,
+            warehouse.meter_readings,
+            warehouse.meter_readings_archive,
+            reports.daily_peaks,
+            reports.faulty_meters,
+        ],
+        jobs=[ingest_job, daily_job],
+        sensors=[landing_zone_sensor],
+        resources={"storage": StorageResource(), "rules": RulesResource(), **(resources or {})},
+        # A day's steps are cheap next to a process start (~3 s each): run them in one process and
+        # get parallelism across days (runs) instead.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -283,5 +283,5 @@ def batches_after(lake_store: BlobStore, cursor: dict, window_seconds: int = 600
 def _shift_batch(name: str, seconds: int) -> str:
     if not name:
         return ""
-    moment = datetime.strptime(name[:22], "%Y%m%dT%H%M%S%f")
+    moment = datetime.strptime(name[:21], "%Y%m%dT%H%M%S%f")
     return (moment + timedelta(seconds=seconds)).strftime("%Y%m%dT%H%M%S%f")

@@ -12,6 +12,9 @@ from greenstream_assets import ingestion
 from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.defs.resources import StorageResource
 
+# The runs keep their full logs in the instance (and the UI); the terminal shows warnings only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
 SUMMARY_FIELDS = [
     ("kept", "cleansed_readings", "dagster/row_count"),
     ("quarantined", "quarantined_readings", "dagster/row_count"),
@@ -58,14 +61,15 @@ def run_landing_zone(
     resources: dict[str, object] | None = None,
 ) -> RunSummary:
     """Ingest what is new, then run every stale day (or just ``day``)."""
-    from greenstream_assets.definitions import defs
+    from greenstream_assets.definitions import build_definitions
 
-    if resources:
-        defs = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    defs = build_definitions(resources)
     instance = instance or dg.DagsterInstance.get()
     summary = RunSummary()
 
-    ingest = defs.resolve_job_def(ingest_job.name).execute_in_process(instance=instance, raise_on_error=False)
+    ingest = defs.resolve_job_def(ingest_job.name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
     if not ingest.success:
         summary.failed.append(f"ingestion run {ingest.run_id} failed")
         return summary
@@ -79,7 +83,7 @@ def run_landing_zone(
     job = defs.resolve_job_def(daily_job.name)
     for each in days:
         result = job.execute_in_process(
-            partition_key=each.isoformat(), instance=instance, raise_on_error=False
+            partition_key=each.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET
         )
         values: dict[str, object] = {"status": "ok" if result.success else "FAILED"}
         for event in result.get_asset_materialization_events():

@@ -4,6 +4,8 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from greenstream_assets.defs.partitions import daily_partitions
+
 RAW_SCHEMA = "raw_schema"
 CLEANSED_SCHEMA = "cleansed_schema"
 ROWS_CONSERVED = "rows_conserved"
@@ -11,6 +13,15 @@ TABLE_SCHEMA = "table_schema"
 ARCHIVE_MATCHES_TABLE = "archive_matches_table"
 
 SAMPLE_ROWS = 10
+
+
+def daily_check(
+    name: str, asset: str | dg.AssetKey, description: str, blocking: bool = False
+) -> dg.AssetCheckSpec:
+    """A check evaluated per day partition, so the UI shows a result for each day."""
+    return dg.AssetCheckSpec(
+        name, asset=asset, description=description, blocking=blocking, partitions_def=daily_partitions
+    )
 
 
 def schema_check_result(

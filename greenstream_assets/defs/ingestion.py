@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from greenstream_assets import ingestion
-from greenstream_assets.defs.checks import RAW_SCHEMA, schema_check_result
+from greenstream_assets.defs.checks import RAW_SCHEMA, daily_check, schema_check_result
 from greenstream_assets.defs.common import IO_RETRY, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
@@ -38,7 +38,7 @@ def landing_files(storage: StorageResource, rules: RulesResource) -> dg.Material
     deps=[landing_files],
     kinds={"polars", "parquet"},
     retry_policy=IO_RETRY,
-    check_specs=[dg.AssetCheckSpec(RAW_SCHEMA, asset="raw_meter_files", description=RawReadings.__doc__)],
+    check_specs=[daily_check(RAW_SCHEMA, "raw_meter_files", description=RawReadings.__doc__)],
 )
 def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource):
     """The day's readings exactly as the meters sent them (text, nothing dropped), from the

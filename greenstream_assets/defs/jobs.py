@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from greenstream_assets.defs.partitions import daily_partitions
-
 DAILY_ASSETS = [
     "raw_meter_files",
     "cleansed_readings",
@@ -23,6 +21,5 @@ ingest_job = dg.define_asset_job(
 daily_job = dg.define_asset_job(
     "daily_readings_job",
     selection=dg.AssetSelection.assets(*DAILY_ASSETS),
-    partitions_def=daily_partitions,
     description="One day from raw rows to the table, the archive and the reports.",
 )

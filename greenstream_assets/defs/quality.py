@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import CLEANSED_SCHEMA, ROWS_CONSERVED, schema_check_result
+from greenstream_assets.defs.checks import CLEANSED_SCHEMA, ROWS_CONSERVED, daily_check, schema_check_result
 from greenstream_assets.defs.common import IO_RETRY, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
@@ -42,12 +42,10 @@ QUARANTINED = dg.AssetKey("quarantined_readings")
     partitions_def=daily_partitions,
     retry_policy=IO_RETRY,
     check_specs=[
-        dg.AssetCheckSpec(
-            CLEANSED_SCHEMA, asset=CLEANSED, blocking=True, description=CleansedReadings.__doc__
-        ),
-        dg.AssetCheckSpec(
+        daily_check(CLEANSED_SCHEMA, CLEANSED, blocking=True, description=CleansedReadings.__doc__),
+        daily_check(
             ROWS_CONSERVED,
-            asset=CLEANSED,
+            CLEANSED,
             blocking=True,
             description=(
                 "Every raw row of the day is kept, quarantined or collapsed as a duplicate: "

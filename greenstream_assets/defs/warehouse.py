@@ -5,7 +5,12 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import ARCHIVE_MATCHES_TABLE, TABLE_SCHEMA, schema_check_result
+from greenstream_assets.defs.checks import (
+    ARCHIVE_MATCHES_TABLE,
+    TABLE_SCHEMA,
+    daily_check,
+    schema_check_result,
+)
 from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import StorageResource
@@ -28,9 +33,7 @@ def table_rows(flagged: pl.DataFrame, day: date) -> pl.DataFrame:
     kinds={"duckdb", "table"},
     pool=WAREHOUSE_POOL,
     retry_policy=IO_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(TABLE_SCHEMA, asset="meter_readings", description=MeterReadingsTable.__doc__)
-    ],
+    check_specs=[daily_check(TABLE_SCHEMA, "meter_readings", description=MeterReadingsTable.__doc__)],
 )
 def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
     """The relational table analysts query: every kept reading of the day with its UTC timestamp,
@@ -62,9 +65,9 @@ def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
     kinds={"parquet"},
     retry_policy=IO_RETRY,
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             ARCHIVE_MATCHES_TABLE,
-            asset="meter_readings_archive",
+            "meter_readings_archive",
             description="The archived file reads back with the same rows and keys as the day's table rows.",
         )
     ],

@@ -1,0 +1,81 @@
+"""The code location loads, and its lineage reads as the platform is described."""
+
+import dagster as dg
+
+from greenstream_assets import code_location
+from greenstream_assets.defs.checks import (
+    ARCHIVE_MATCHES_TABLE,
+    CLEANSED_SCHEMA,
+    RAW_SCHEMA,
+    ROWS_CONSERVED,
+    TABLE_SCHEMA,
+)
+from greenstream_assets.defs.partitions import daily_partitions
+
+
+def _graph():
+    return code_location.get_repository_def().asset_graph
+
+
+def test_definitions_load_and_validate():
+    dg.Definitions.validate_loadable(code_location)
+    assert {j.name for j in code_location.get_repository_def().get_all_jobs()} >= {
+        "ingest_landing_job",
+        "daily_readings_job",
+    }
+    assert [s.name for s in code_location.sensors] == ["landing_zone_sensor"]
+    assert code_location.sensors[0].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_lineage_edges():
+    graph = _graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("raw_meter_files") == {"landing_files"}
+    assert parents("cleansed_readings") == {"raw_meter_files"}
+    assert parents("quarantined_readings") == {"raw_meter_files"}
+    assert parents("flagged_anomalies") == {"cleansed_readings"}
+    assert parents("meter_readings") == {"flagged_anomalies"}
+    assert parents("meter_readings_archive") == {"flagged_anomalies"}
+    assert parents("daily_peaks") == {"meter_readings", "meter_readings_archive"}
+    assert parents("faulty_meters") == {"flagged_anomalies", "meter_readings"}
+
+
+def test_every_asset_is_described_grouped_and_daily():
+    graph = _graph()
+    groups = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and len(node.description) > 40, key
+        assert node.kinds, key
+        groups[key.to_user_string()] = node.group_name
+        if key.to_user_string() != "landing_files":
+            assert node.partitions_def == daily_partitions, key
+    assert groups == {
+        "landing_files": "ingestion",
+        "raw_meter_files": "ingestion",
+        "cleansed_readings": "quality",
+        "quarantined_readings": "quality",
+        "flagged_anomalies": "quality",
+        "meter_readings": "warehouse",
+        "meter_readings_archive": "warehouse",
+        "daily_peaks": "reports",
+        "faulty_meters": "reports",
+    }
+
+
+def test_checks_and_which_block():
+    graph = _graph()
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert set(checks) == {
+        ("raw_meter_files", RAW_SCHEMA),
+        ("cleansed_readings", CLEANSED_SCHEMA),
+        ("cleansed_readings", ROWS_CONSERVED),
+        ("meter_readings", TABLE_SCHEMA),
+        ("meter_readings_archive", ARCHIVE_MATCHES_TABLE),
+    }
+    blocking = {key for key, spec in checks.items() if spec.blocking}
+    assert blocking == {("cleansed_readings", CLEANSED_SCHEMA), ("cleansed_readings", ROWS_CONSERVED)}
+    assert all(spec.description for spec in checks.values())

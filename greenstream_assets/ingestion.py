@@ -248,16 +248,14 @@ RAW_STAGED_SCHEMA = {
 
 
 def stale_days(lake_store: BlobStore, ledger: pl.DataFrame, days: set[date] | None = None) -> dict[date, str]:
-    """Days (all in the ledger, or only ``days``) whose current files differ from what the day's
-    last raw_meter_files run read, mapped to the digest of their current files."""
+    """Days (all in the ledger, or only ``days``) whose current files are not what the day's last
+    complete run was built from (a failed run leaves its day stale), mapped to their files' digest."""
     staged = ledger.filter(pl.col("day").is_not_null())
     candidates = set(staged.get_column("day").unique().to_list()) if days is None else days
     stale = {}
     for day in sorted(candidates):
         digest = files_digest(day_files(ledger, day))
-        key = lake.raw_manifest_key(day)
-        done = lake_store.exists(key) and lake.read_json(lake_store, key).get("files_digest") == digest
-        if not done:
+        if lake.day_done_digests(lake_store, day) != {digest}:
             stale[day] = digest
     return stale
 

@@ -28,6 +28,7 @@ def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     )
     peak = system_peak(readings, day)
     storage.open_warehouse().replace_day("daily_peaks", day, peak)
+    lake.mark_day_done(store, day, "daily_peaks")
     peak_kw, peak_ts = peak.item(0, "peak_kw"), peak.item(0, "peak_ts")
     return dg.MaterializeResult(
         metadata={
@@ -50,9 +51,11 @@ def faulty_meters(context: dg.AssetExecutionContext, storage: StorageResource) -
     """Meters to send a crew to: each meter whose readings stayed at or below the near-zero threshold
     for at least the minimum duration that day, with the period's start and end (UTC)."""
     day = partition_day(context)
-    periods = lake.read_parquet(storage.lake_store(), lake.layer_key("faulty_periods", day))
+    store = storage.lake_store()
+    periods = lake.read_parquet(store, lake.layer_key("faulty_periods", day))
     rows = periods.with_columns(reading_date=pl.lit(day))
     storage.open_warehouse().replace_day("faulty_meters", day, rows)
+    lake.mark_day_done(store, day, "faulty_meters")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(rows.height),

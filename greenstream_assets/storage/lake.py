@@ -23,6 +23,29 @@ def raw_manifest_key(day: date) -> str:
     return f"raw/manifests/date={day.isoformat()}.json"
 
 
+# The last steps of a day write these when they succeed: a day is done when every one of them
+# carries the digest of the day's current files.
+DAY_DONE_STEPS = ("daily_peaks", "faulty_meters")
+
+
+def day_done_key(day: date, step: str) -> str:
+    return f"_state/days/date={day.isoformat()}/{step}.json"
+
+
+def mark_day_done(store: BlobStore, day: date, step: str) -> None:
+    """Record that ``step`` finished ``day`` from the files in the day's raw manifest."""
+    digest = read_json(store, raw_manifest_key(day))["files_digest"]
+    write_json(store, day_done_key(day, step), {"files_digest": digest})
+
+
+def day_done_digests(store: BlobStore, day: date) -> set[str | None]:
+    digests = set()
+    for step in DAY_DONE_STEPS:
+        key = day_done_key(day, step)
+        digests.add(read_json(store, key)["files_digest"] if store.exists(key) else None)
+    return digests
+
+
 def staging_key(day: date, batch: str) -> str:
     return f"staging/date={day.isoformat()}/{batch}.parquet"
 

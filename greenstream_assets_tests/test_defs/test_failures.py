@@ -1,0 +1,47 @@
+"""Runs that fail: the previous day stays readable, and a rerun ends as a clean run would."""
+
+from datetime import date
+
+import polars as pl
+
+from greenstream_assets.runner import run_landing_zone
+from greenstream_assets.storage import warehouse as warehouse_module
+from greenstream_assets_tests.conftest import csv
+
+MON = date(2024, 3, 4)
+V1 = csv("M1,2024-03-04T17:00:00Z,1,kW", "M2,2024-03-04T17:00:00Z,2,kW")
+V2 = csv("M1,2024-03-04T17:00:00Z,5,kW", "M2,2024-03-04T17:00:00Z,2,kW", "M3,2024-03-04T17:15:00Z,1,kW")
+
+
+def readings(platform):
+    return platform.query("SELECT meter_id, energy_kw FROM meter_readings ORDER BY meter_id").rows()
+
+
+def test_a_failed_load_keeps_the_previous_day_and_a_rerun_completes_it(platform, monkeypatch):
+    resources = {"storage": platform.storage}
+    platform.drop("a.csv", V1)
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+
+    original = warehouse_module.DuckDBWarehouse.replace_day
+
+    def unreachable(self, table, day, rows):
+        if table == "meter_readings":
+            raise ConnectionError("warehouse unreachable")
+        return original(self, table, day, rows)
+
+    monkeypatch.setattr(warehouse_module.DuckDBWarehouse, "replace_day", unreachable)
+    platform.drop("a.csv", V2)
+    failed = run_landing_zone(instance=platform.instance, resources=resources)
+    assert len(failed.failed) == 1 and failed.failed[0].startswith("2024-03-04: FAILED")
+    # The table still holds the previous version of the day, whole.
+    assert readings(platform) == [("M1", 1.0), ("M2", 2.0)]
+    assert platform.query("SELECT peak_kw FROM daily_peaks").item() == 3.0
+
+    monkeypatch.undo()
+    # The day is still stale (its failed run did not finish), so a plain run picks it up again.
+    rerun = run_landing_zone(instance=platform.instance, resources=resources)
+    assert rerun.failed == [] and list(rerun.days) == [MON]
+    assert readings(platform) == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
+    assert platform.query("SELECT peak_kw FROM daily_peaks").item() == 7.0
+    archived = pl.read_parquet(platform.lake.root / "archive/meter_readings/date=2024-03-04/part-0.parquet")
+    assert archived.sort("meter_id").select("meter_id", "energy_kw").rows() == readings(platform)

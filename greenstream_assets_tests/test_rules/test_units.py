@@ -1,0 +1,121 @@
+"""Rules 1 and 2: units to kW, missing-value tokens, numbers."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.units import MISSING_TOKENS, unit_factor, value_is_missing, value_number
+from greenstream_assets.rules.validation import validate_readings
+
+from .helpers import DAY, raw_frame
+
+T = "2024-06-03T08:00:00Z"
+
+
+def apply(expr_fn, values: list[str | None]) -> list:
+    frame = pl.DataFrame({"v": values}, schema={"v": pl.String})
+    return frame.select(out=expr_fn(pl.col("v"))).get_column("out").to_list()
+
+
+def test_default_unit_factors() -> None:
+    assert RulesConfig().unit_factors == {"W": 0.001, "kW": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("unit", "factor"),
+    [
+        ("W", 0.001),
+        ("kW", 1.0),
+        (" kW ", 1.0),
+        ("\tW ", 0.001),
+        ("kw", None),
+        ("KW", None),
+        ("Kw", None),
+        ("w", None),
+        ("kWh", None),
+        ("MW", None),
+        ("", None),
+        ("  ", None),
+        (None, None),
+    ],
+)
+def test_unit_factor(unit: str | None, factor: float | None) -> None:
+    assert apply(lambda u: unit_factor(u, RulesConfig().unit_factors), [unit]) == [factor]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "   ", "null", "NULL", "Null", "none", "None", "NONE", "na", "NA", "n/a", "N/A", "nan", "NaN"]
+    + ["NAN", " NaN ", " null "],
+)
+def test_missing_tokens(value: str | None) -> None:
+    assert apply(value_is_missing, [value]) == [True]
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-1", "abc", "n", "a", "nul", "nana", "0.0"])
+def test_not_missing(value: str) -> None:
+    assert apply(value_is_missing, [value]) == [False]
+
+
+def test_missing_tokens_constant() -> None:
+    assert set(MISSING_TOKENS) == {"", "null", "none", "na", "n/a", "nan"}
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("1.5", 1.5),
+        ("1.50", 1.5),
+        (" 2 ", 2.0),
+        ("-3", -3.0),
+        ("0", 0.0),
+        ("1e3", 1000.0),
+        ("100001", 100001.0),
+        ("abc", None),
+        ("1,5", None),
+        ("NaN", None),
+        ("inf", None),
+        ("-inf", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_value_number(value: str | None, number: float | None) -> None:
+    assert apply(value_number, [value]) == [number]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "kw"),
+    [
+        ("1500", "W", 1.5),
+        ("1", "W", 0.001),
+        ("250", " W ", 0.25),
+        ("100000", "W", 100.0),
+        ("2.5", "kW", 2.5),
+        (" 7 ", " kW ", 7.0),
+        ("0", "kW", 0.0),
+        ("0", "W", 0.0),
+        ("1e2", "kW", 100.0),
+    ],
+)
+def test_energy_kw_after_validation(value: str, unit: str, kw: float) -> None:
+    result = validate_readings(raw_frame([("m1", T, value, unit)]), RulesConfig(), DAY)
+    assert result.quarantined.height == 0
+    assert result.cleansed.get_column("energy_kw").to_list() == [pytest.approx(kw, rel=1e-12)]
+    assert result.cleansed.get_column("is_missing").to_list() == [False]
+
+
+@pytest.mark.parametrize("unit", ["kw", "KW", "w", "kWh", "MW", "", "   ", None])
+@pytest.mark.parametrize("value", ["1.5", "", None])
+def test_invalid_unit_is_quarantined(unit: str | None, value: str | None) -> None:
+    result = validate_readings(raw_frame([("m1", T, value, unit)]), RulesConfig(), DAY)
+    assert result.cleansed.height == 0
+    assert result.quarantined.get_column("reason").to_list() == ["invalid_unit"]
+
+
+def test_custom_unit_factors() -> None:
+    config = RulesConfig(unit_factors={"W": 0.001, "kW": 1.0, "MW": 1000.0})
+    result = validate_readings(raw_frame([("m1", T, "0.05", "MW")]), config, DAY)
+    assert result.cleansed.get_column("energy_kw").to_list() == [pytest.approx(50.0)]

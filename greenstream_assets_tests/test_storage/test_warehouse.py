@@ -1,0 +1,69 @@
+"""The DuckDB warehouse: a day replaced atomically and idempotently."""
+
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+
+from greenstream_assets.storage.warehouse import DuckDBWarehouse
+
+DAY = date(2024, 3, 4)
+
+
+def peaks(day: date, kw: float) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "reading_date": [day],
+            "peak_ts": [datetime(day.year, day.month, day.day, 17, tzinfo=UTC)],
+            "peak_kw": [kw],
+            "meters_reporting": [3],
+        }
+    )
+
+
+def test_replacing_a_day_twice_keeps_one_copy_and_other_days(tmp_path):
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    warehouse.ensure_schema()
+    warehouse.ensure_schema()  # idempotent DDL
+    warehouse.replace_day("daily_peaks", date(2024, 3, 3), peaks(date(2024, 3, 3), 9.0))
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 1.0))
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
+    rows = warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks ORDER BY reading_date").rows()
+    assert rows == [(date(2024, 3, 3), 9.0), (DAY, 2.0)]
+    assert warehouse.query("SELECT max(version) FROM schema_version").item() == 1
+
+
+def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    warehouse.ensure_schema()
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 1.0))
+    broken = peaks(DAY, 5.0).with_columns(meters_reporting=pl.lit(None, pl.Int64))  # violates NOT NULL
+    with pytest.raises(Exception, match="NOT NULL"):
+        warehouse.replace_day("daily_peaks", DAY, broken)
+    assert warehouse.query("SELECT peak_kw FROM daily_peaks").rows() == [(1.0,)]
+
+
+def test_day_boundaries_do_not_depend_on_the_session_time_zone(tmp_path):
+    """dagster-duckdb's naive partition bounds drift with the time zone; ours key on the DATE."""
+    path = tmp_path / "w.duckdb"
+    script = f"""
+import datetime as dt, polars as pl
+from greenstream_assets.storage.warehouse import DuckDBWarehouse
+w = DuckDBWarehouse({str(path)!r}); w.ensure_schema()
+for d in (dt.date(2024, 3, 4), dt.date(2024, 3, 5)):
+    w.replace_day("daily_peaks", d, pl.DataFrame({{"reading_date": [d],
+        "peak_ts": [dt.datetime(d.year, d.month, d.day, 23, 30, tzinfo=dt.timezone.utc)],
+        "peak_kw": [1.0], "meters_reporting": [1]}}))
+w.replace_day("daily_peaks", dt.date(2024, 3, 4), pl.DataFrame({{"reading_date": [dt.date(2024, 3, 4)],
+    "peak_ts": [dt.datetime(2024, 3, 4, 23, 30, tzinfo=dt.timezone.utc)], "peak_kw": [2.0], "meters_reporting": [1]}}))
+print(w.query("SELECT reading_date, hour(peak_ts), peak_kw FROM daily_peaks ORDER BY 1").rows())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], env={"TZ": "Asia/Tokyo", "PATH": ""}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.strip() == "[(datetime.date(2024, 3, 4), 23, 2.0), (datetime.date(2024, 3, 5), 23, 1.0)]"
+    )

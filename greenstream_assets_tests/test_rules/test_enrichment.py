@@ -22,7 +22,9 @@ def enrich(instants: list[datetime], timezone: str) -> pl.DataFrame:
 
 def expected(rows: list[tuple[date, int, bool]]) -> pl.DataFrame:
     return pl.DataFrame(
-        rows, schema={"local_date": pl.Date, "local_hour": pl.Int8, "is_peak_period": pl.Boolean}, orient="row"
+        rows,
+        schema={"local_date": pl.Date, "local_hour": pl.Int8, "is_peak_period": pl.Boolean},
+        orient="row",
     )
 
 
@@ -64,13 +66,17 @@ def expected(rows: list[tuple[date, int, bool]]) -> pl.DataFrame:
         (utc(2024, 10, 28, 16, 0), "Europe/Berlin", date(2024, 10, 28), 17, True),  # Monday after fall-back
     ],
 )
-def test_enrichment(instant: datetime, timezone: str, local_date: date, local_hour: int, is_peak: bool) -> None:
+def test_enrichment(
+    instant: datetime, timezone: str, local_date: date, local_hour: int, is_peak: bool
+) -> None:
     assert_frame_equal(enrich([instant], timezone), expected([(local_date, local_hour, is_peak)]))
 
 
 def test_column_names_and_dtypes() -> None:
     out = enrich([utc(2024, 6, 3, 17)], "UTC")
-    assert out.schema == pl.Schema({"local_date": pl.Date, "local_hour": pl.Int8, "is_peak_period": pl.Boolean})
+    assert out.schema == pl.Schema(
+        {"local_date": pl.Date, "local_hour": pl.Int8, "is_peak_period": pl.Boolean}
+    )
 
 
 def test_peak_hours_and_weekdays_are_configurable() -> None:

@@ -57,7 +57,9 @@ def test_single_run(count: int, kw: float, faulty: bool) -> None:
 
 
 def test_two_sparse_readings_six_hours_apart_are_a_run() -> None:
-    readings = readings_frame([("m1", START, 0.0, False, False), ("m1", START + timedelta(hours=6), 0.0, False, False)])
+    readings = readings_frame(
+        [("m1", START, 0.0, False, False), ("m1", START + timedelta(hours=6), 0.0, False, False)]
+    )
     flags, periods = faulty_flags(readings)
     assert flags == [True, True]
     assert_frame_equal(periods, periods_frame([("m1", START, START + timedelta(hours=6), 2)]))
@@ -76,7 +78,11 @@ def test_reading_above_threshold_breaks_the_run() -> None:
 
 
 def test_two_faulty_periods_on_one_meter() -> None:
-    rows = series_of("m1", START, 25) + [("m1", START + 25 * Q, 5.0, False, False)] + series_of("m1", START + 26 * Q, 30)
+    rows = (
+        series_of("m1", START, 25)
+        + [("m1", START + 25 * Q, 5.0, False, False)]
+        + series_of("m1", START + 26 * Q, 30)
+    )
     flags, periods = faulty_flags(readings_frame(rows))
     assert flags == [True] * 25 + [False] + [True] * 30
     assert_frame_equal(

@@ -118,7 +118,9 @@ def test_negative_value(value: str, unit: str) -> None:
     assert reasons(result) == ["negative_value"]
 
 
-@pytest.mark.parametrize(("value", "unit", "kw"), [("100", "kW", 100.0), ("100001", "W", 100.001), ("1e6", "kW", 1e6)])
+@pytest.mark.parametrize(
+    ("value", "unit", "kw"), [("100", "kW", 100.0), ("100001", "W", 100.001), ("1e6", "kW", 1e6)]
+)
 def test_values_above_max_are_kept(value: str, unit: str, kw: float) -> None:
     result = validate([("m1", T, value, unit)])
     assert result.quarantined.height == 0
@@ -289,7 +291,9 @@ def test_conflicting_duplicates_all_quarantined(values: list[tuple[str, str]]) -
 
 
 def test_conflict_across_timestamp_forms() -> None:
-    result = validate([("m1", "2024-06-03T08:00:00Z", "1", "kW"), ("m1", "2024-06-03T10:00:00+02:00", "2", "kW")])
+    result = validate(
+        [("m1", "2024-06-03T08:00:00Z", "1", "kW"), ("m1", "2024-06-03T10:00:00+02:00", "2", "kW")]
+    )
     assert reasons(result) == ["conflicting_duplicate", "conflicting_duplicate"]
     assert result.cleansed.height == 0
 
@@ -448,7 +452,9 @@ def test_quarantine_keeps_original_text_and_provenance() -> None:
 
 
 def test_quarantined_conflicts_keep_each_original_row() -> None:
-    result = validate([("m1", "2024-06-03T08:00:00Z", "1500", "W"), ("m1", "2024-06-03 09:00+01:00", "1.5", "kW")])
+    result = validate(
+        [("m1", "2024-06-03T08:00:00Z", "1500", "W"), ("m1", "2024-06-03 09:00+01:00", "1.5", "kW")]
+    )
     assert_frame_equal(
         result.quarantined,
         quarantine_frame(

@@ -96,8 +96,8 @@ def unseen_objects(landing: BlobStore, ledger: pl.DataFrame) -> list[ObjectInfo]
     return [obj for obj in landing.list() if (obj.key, obj.version) not in seen]
 
 
-def _split_by_day(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.DataFrame:
-    """Add ``day``: the UTC day of each reading. Rows with no usable day go to the file's first
+def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.DataFrame:
+    """Add ``day``: the UTC day of each reading. Rows with no usable day go to their file's first
     day (or the arrival day) so that they are quarantined and reviewed with the file's other rows.
     """
     latest_day = arrival + timedelta(days=1)
@@ -105,8 +105,14 @@ def _split_by_day(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.
     rows = rows.with_columns(
         day=pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(latest_day))).then(day)
     )
-    fallback = rows.get_column("day").min()
-    return rows.with_columns(pl.col("day").fill_null(fallback if fallback is not None else arrival))
+    return rows.with_columns(
+        pl.col("day").fill_null(pl.col("day").min().over("source_file")).fill_null(arrival)
+    )
+
+
+# Files are parsed and staged in chunks of about this many bytes, so memory stays flat however
+# many files landed (a backfill of weeks is many chunks, not one frame).
+CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def ingest_new_files(
@@ -115,8 +121,13 @@ def ingest_new_files(
     config: RulesConfig,
     now: datetime | None = None,
     max_workers: int = 16,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> IngestReport:
-    """Stage every landing-zone object whose version the ledger has not seen. Idempotent."""
+    """Stage every landing-zone object whose version the ledger has not seen. Idempotent.
+
+    Objects are fetched concurrently (a day can be 50,000 small per-meter files); each file is
+    parsed on its own (a broken one fails alone) and the day split runs once per chunk, vectorized.
+    """
     now = now or datetime.now(UTC)
     ledger = load_ledger(lake_store)
     todo = unseen_objects(landing, ledger)
@@ -127,54 +138,72 @@ def ingest_new_files(
     previous = current_versions(ledger)
     known = dict(previous.select("key", "checksum").unique().iter_rows())
 
-    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes]:
-        return obj, landing.read(obj.key)
+    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes, str, pl.DataFrame | Exception]:
+        data = landing.read(obj.key)
+        checksum = hashlib.sha256(data).hexdigest()
+        if known.get(obj.key) == checksum:
+            return obj, data, checksum, pl.DataFrame()
+        try:
+            check_key(obj.key)
+            return obj, data, checksum, read_meter_file(data, obj.key)
+        except (RejectedFile, UnsafeKey) as err:
+            return obj, data, checksum, err
 
     ledger_rows: list[dict] = []
-    staged: list[pl.DataFrame] = []
+    unchanged: list[pl.DataFrame] = []
+    days: set[date] = set()
     touched_keys: set[str] = set()
+    chunks = _chunks(todo, chunk_bytes)
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        for obj, data in pool.map(fetch, todo):
-            checksum = hashlib.sha256(data).hexdigest()
-            base = {
-                "batch": batch,
-                "key": obj.key,
-                "version": obj.version,
-                "checksum": checksum,
-                "size": len(data),
-                "ingested_at": now,
-            }
-            if known.get(obj.key) == checksum:
-                # Touched but not changed: remember the new version, reprocess nothing.
-                report.files_unchanged += 1
-                old = previous.filter(pl.col("key") == obj.key).drop("batch", "version", "ingested_at")
-                ledger_rows += [{**row, **base} for row in old.to_dicts()]
+        for number, chunk in enumerate(chunks):
+            part = f"{batch}-{number:04d}"
+            frames: list[pl.DataFrame] = []
+            bases: dict[str, dict] = {}
+            for obj, data, checksum, parsed in pool.map(fetch, chunk):
+                base = {
+                    "batch": part,
+                    "key": obj.key,
+                    "version": obj.version,
+                    "checksum": checksum,
+                    "size": len(data),
+                    "ingested_at": now,
+                }
+                if known.get(obj.key) == checksum:
+                    # Touched but not changed: remember the new version, reprocess nothing (the
+                    # rows stay where they were staged).
+                    report.files_unchanged += 1
+                    unchanged.append(
+                        previous.filter(pl.col("key") == obj.key).with_columns(
+                            version=pl.lit(obj.version), ingested_at=pl.lit(now, LEDGER_SCHEMA["ingested_at"])
+                        )
+                    )
+                    continue
+                touched_keys.add(obj.key)
+                if isinstance(parsed, Exception):
+                    reason = _failure_reason(obj, parsed)
+                    _fail_file(lake_store, obj.key, data, checksum, reason, str(parsed), now)
+                    report.files_failed += 1
+                    report.failures.append({"key": obj.key, "reason": reason, "detail": str(parsed)})
+                    ledger_rows.append({**base, "status": "failed", "reason": reason, "day": None, "rows": 0})
+                    continue
+                lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
+                frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
+                bases[obj.key] = base
+                report.files_staged += 1
+            if not frames:
                 continue
-            touched_keys.add(obj.key)
-            try:
-                check_key(obj.key)
-                rows = read_meter_file(data, obj.key)
-            except (RejectedFile, UnsafeKey) as err:
-                reason = getattr(err, "reason", "unsafe_key")
-                _fail_file(lake_store, obj.key, data, checksum, reason, str(err), now)
-                report.files_failed += 1
-                report.failures.append({"key": obj.key, "reason": reason, "detail": str(err)})
-                ledger_rows.append({**base, "status": "failed", "reason": reason, "day": None, "rows": 0})
-                continue
-            lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
-            rows = _split_by_day(rows, config, now.date()).with_columns(checksum=pl.lit(checksum))
-            for day, n in rows.group_by("day").len().iter_rows():
-                ledger_rows.append({**base, "status": "staged", "reason": None, "day": day, "rows": n})
-            staged.append(rows)
-            report.files_staged += 1
+            rows = _assign_days(pl.concat(frames), config, now.date())
             report.rows_staged += rows.height
+            for (key, day), n in (
+                rows.group_by("source_file", "day").len().rows_by_key(["source_file", "day"]).items()
+            ):
+                ledger_rows.append(
+                    {**bases[key], "status": "staged", "reason": None, "day": day, "rows": n[0][0]}
+                )
+            for (day,), day_rows in rows.partition_by("day", as_dict=True, include_key=False).items():
+                lake.write_parquet(lake_store, lake.staging_key(day, part), day_rows)
+                days.add(day)
 
-    days = set()
-    if staged:
-        all_rows = pl.concat(staged)
-        for (day,), part in all_rows.partition_by("day", as_dict=True, include_key=False).items():
-            lake.write_parquet(lake_store, lake.staging_key(day, batch), part)
-            days.add(day)
     # A changed file also changes the days its previous content had rows on.
     days |= set(
         previous.filter(pl.col("key").is_in(touched_keys) & pl.col("day").is_not_null())
@@ -184,7 +213,9 @@ def ingest_new_files(
     report.affected_days = sorted(days)
     # Ledger rows first, the batch note last: the note is what tells the sensor to look.
     lake.write_parquet(
-        lake_store, f"{lake.LEDGER_FILES}{batch}.parquet", pl.DataFrame(ledger_rows, schema=LEDGER_SCHEMA)
+        lake_store,
+        f"{lake.LEDGER_FILES}{batch}.parquet",
+        pl.concat([pl.DataFrame(ledger_rows, schema=LEDGER_SCHEMA), *unchanged]),
     )
     lake.write_json(
         lake_store,
@@ -197,6 +228,26 @@ def ingest_new_files(
         },
     )
     return report
+
+
+def _chunks(objects: list[ObjectInfo], chunk_bytes: int) -> list[list[ObjectInfo]]:
+    chunks: list[list[ObjectInfo]] = [[]]
+    size = 0
+    for obj in objects:
+        if chunks[-1] and size + obj.size > chunk_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(obj)
+        size += obj.size
+    return chunks
+
+
+def _failure_reason(obj: ObjectInfo, err: Exception) -> str:
+    if isinstance(err, RejectedFile):
+        return err.reason
+    if obj.key.endswith("/") and obj.size == 0:
+        return "folder_placeholder"
+    return "unsafe_key"
 
 
 def _fail_file(

@@ -44,6 +44,11 @@ def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
     except pl.exceptions.PolarsError as err:
         raise RejectedFile("unparseable_csv", str(err).splitlines()[0][:300]) from None
     names = {col.strip().lower(): col for col in frame.columns}
+    repeated = sorted(
+        {name for name in REQUIRED_COLUMNS if sum(col.strip().lower() == name for col in frame.columns) > 1}
+    )
+    if repeated:
+        raise RejectedFile("ambiguous_columns", "column(s) given more than once: " + ", ".join(repeated))
     missing = [col for col in REQUIRED_COLUMNS if col not in names]
     if missing:
         raise RejectedFile("missing_columns", "missing required column(s): " + ", ".join(missing))

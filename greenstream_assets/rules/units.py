@@ -17,7 +17,8 @@ def value_is_missing(value: pl.Expr) -> pl.Expr:
 def value_number(value: pl.Expr) -> pl.Expr:
     """``energy_value`` as a float; null where missing or not a finite number."""
     num = value.str.strip_chars().cast(pl.Float64, strict=False)
-    return pl.when(num.is_finite()).then(num).otherwise(None)
+    # -0 is 0: the same reading, and never shown as "-0.0".
+    return pl.when(num == 0).then(0.0).when(num.is_finite()).then(num).otherwise(None)
 
 
 def unit_factor(unit: pl.Expr, unit_factors: dict[str, float]) -> pl.Expr:

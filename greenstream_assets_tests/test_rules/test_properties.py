@@ -64,7 +64,9 @@ row = st.tuples(
 )
 configs = st.sampled_from([RulesConfig(), RulesConfig(timezone="Europe/Berlin")])
 days = st.sampled_from([None, date(2024, 6, 3), date(2024, 3, 31), date(2024, 10, 27)])
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    database=None, max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY_SETTINGS

@@ -6,8 +6,10 @@ same definitions run on a laptop folder today and on S3/PostgreSQL by configurat
 
 import os
 from datetime import date
+from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.storage.blobs import BlobStore, open_blob_store
@@ -25,6 +27,8 @@ class StorageResource(dg.ConfigurableResource):
     landing: str = ""
     lake: str = ""
     warehouse: str = ""
+    # S3: the default credential chain, AWS_REGION, and AWS_ENDPOINT_URL for S3-compatible stores.
+    s3_max_attempts: int = 10
 
     def landing_url(self) -> str:
         return self.landing or os.environ.get("GREENSTREAM_LANDING", DEFAULT_LANDING)
@@ -35,11 +39,20 @@ class StorageResource(dg.ConfigurableResource):
     def warehouse_url(self) -> str:
         return self.warehouse or os.environ.get("GREENSTREAM_WAREHOUSE", DEFAULT_WAREHOUSE)
 
+    def s3_client(self) -> Any:
+        """A boto3 S3 client from dagster-aws, retrying throttling (503 SlowDown), resets and
+        timeouts with backoff (botocore "standard" retry mode)."""
+        return S3Resource(
+            max_attempts=self.s3_max_attempts,
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        ).get_client()
+
     def landing_store(self) -> BlobStore:
-        return open_blob_store(self.landing_url())
+        return open_blob_store(self.landing_url(), self.s3_client)
 
     def lake_store(self) -> BlobStore:
-        return open_blob_store(self.lake_url())
+        return open_blob_store(self.lake_url(), self.s3_client)
 
     def open_warehouse(self) -> Warehouse:
         warehouse = open_warehouse(self.warehouse_url())

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class UnsafeKey(ValueError):
@@ -102,8 +102,13 @@ class LocalBlobStore:
         return self._path(key).is_file()
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """A store for a folder path or ``file://`` URL (``s3://`` arrives with the S3 issue)."""
+def open_blob_store(url: str, s3_client_factory: Callable[[], Any] | None = None) -> BlobStore:
+    """A store for ``s3://bucket/prefix`` (with a boto3 client from ``s3_client_factory``), or for a
+    folder path / ``file://`` URL."""
     if url.startswith("s3://"):
-        raise NotImplementedError("s3:// locations are not supported yet; use a local folder")
+        from greenstream_assets.storage.s3 import S3BlobStore
+
+        if s3_client_factory is None:
+            raise ValueError(f"{url} needs an S3 client factory")
+        return S3BlobStore(url, s3_client_factory)
     return LocalBlobStore(url.removeprefix("file://"))

@@ -2,9 +2,8 @@
 
 from datetime import date
 
-import polars as pl
-
 from greenstream_assets.runner import run_landing_zone
+from greenstream_assets.storage import lake
 from greenstream_assets.storage import warehouse as warehouse_module
 from greenstream_assets_tests.conftest import csv
 
@@ -29,19 +28,48 @@ def test_a_failed_load_keeps_the_previous_day_and_a_rerun_completes_it(platform,
             raise ConnectionError("warehouse unreachable")
         return original(self, table, day, rows)
 
-    monkeypatch.setattr(warehouse_module.DuckDBWarehouse, "replace_day", unreachable)
     platform.drop("a.csv", V2)
-    failed = run_landing_zone(instance=platform.instance, resources=resources)
+    with monkeypatch.context() as patch:
+        patch.setattr(warehouse_module.DuckDBWarehouse, "replace_day", unreachable)
+        failed = run_landing_zone(instance=platform.instance, resources=resources)
     assert len(failed.failed) == 1 and failed.failed[0].startswith("2024-03-04: FAILED")
     # The table still holds the previous version of the day, whole.
     assert readings(platform) == [("M1", 1.0), ("M2", 2.0)]
     assert platform.query("SELECT peak_kw FROM daily_peaks").item() == 3.0
 
-    monkeypatch.undo()
     # The day is still stale (its failed run did not finish), so a plain run picks it up again.
     rerun = run_landing_zone(instance=platform.instance, resources=resources)
     assert rerun.failed == [] and list(rerun.days) == [MON]
     assert readings(platform) == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
     assert platform.query("SELECT peak_kw FROM daily_peaks").item() == 7.0
-    archived = pl.read_parquet(platform.lake.root / "archive/meter_readings/date=2024-03-04/part-0.parquet")
+    archived = lake.read_parquet(platform.lake, lake.archive_key(MON))
     assert archived.sort("meter_id").select("meter_id", "energy_kw").rows() == readings(platform)
+
+
+def test_a_run_killed_while_publishing_the_archive_keeps_the_previous_one(platform, monkeypatch):
+    resources = {"storage": platform.storage}
+    platform.drop("a.csv", V1)
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    before = lake.read_parquet(platform.lake, lake.archive_key(MON))
+
+    store_type = type(platform.lake)
+    original = store_type.write
+
+    def killed(self, key, data):
+        if key == lake.archive_key(MON):
+            raise KeyboardInterrupt("process killed mid-upload")  # not an ordinary error: no retry saves it
+        return original(self, key, data)
+
+    platform.drop("a.csv", V2)
+    with monkeypatch.context() as patch:
+        patch.setattr(store_type, "write", killed)
+        failed = run_landing_zone(instance=platform.instance, resources=resources)
+    assert failed.failed and failed.failed[0].startswith("2024-03-04")
+    # Readers still get the whole previous archive.
+    assert lake.read_parquet(platform.lake, lake.archive_key(MON)).equals(before)
+
+    rerun = run_landing_zone(instance=platform.instance, resources=resources)
+    assert rerun.failed == [] and list(rerun.days) == [MON]
+    archived = lake.read_parquet(platform.lake, lake.archive_key(MON)).sort("meter_id")
+    assert archived.select("meter_id", "energy_kw").rows() == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
+    assert readings(platform) == archived.select("meter_id", "energy_kw").rows()

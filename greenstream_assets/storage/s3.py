@@ -1,0 +1,70 @@
+"""The S3 (or S3-compatible) implementation of the blob store.
+
+Keys are relative to ``s3://bucket/prefix/``; what is written is checked to stay under that prefix.
+A PUT is atomic on S3: a reader sees the previous object or the new one, never a part, so every
+object the lake publishes (a day's archive file, a day's quarantine) is a single PUT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+from greenstream_assets.storage.blobs import ObjectInfo, check_key
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix/``); the prefix may be empty."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+    prefix = parsed.path.strip("/")
+    if prefix:
+        check_key(prefix)
+        prefix += "/"
+    return parsed.netloc, prefix
+
+
+class S3BlobStore:
+    def __init__(self, url: str, client_factory: Callable[[], Any]) -> None:
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}"
+        self._client_factory = client_factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        # boto3 clients are thread-safe; one per store, made on first use (never at import).
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if not key or key.rsplit("/", 1)[-1].startswith("."):
+                    continue
+                yield ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"'))
+
+    def read(self, key: str) -> bytes:
+        # A listed key is read exactly as listed (S3 keys are opaque: "a/../b" is one key under
+        # the prefix); whatever the pipeline writes goes through check_key.
+        return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+    def write(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + check_key(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + check_key(key))
+        except self.client.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True

@@ -1,0 +1,86 @@
+"""The S3 blob store against moto's server over HTTP: listing, keys, prefixes, retries."""
+
+import pytest
+
+from greenstream_assets.storage.blobs import UnsafeKey
+from greenstream_assets.storage.s3 import S3BlobStore, parse_s3_url
+from greenstream_assets_tests.conftest import new_bucket
+from greenstream_assets_tests.faults import FaultyS3Proxy
+
+
+@pytest.fixture
+def bucket(s3_env):
+    return new_bucket(s3_env)
+
+
+def store(s3_env, url):
+    return S3BlobStore(url, s3_env.client)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://b", ("b", "")),
+        ("s3://b/", ("b", "")),
+        ("s3://b/landing", ("b", "landing/")),
+        ("s3://b/a/b/", ("b", "a/b/")),
+    ],
+)
+def test_parse_s3_url(url, expected):
+    assert parse_s3_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["s3:///x", "http://b/x", "s3://b/../x"])
+def test_bad_s3_urls(url):
+    with pytest.raises((ValueError, UnsafeKey)):
+        parse_s3_url(url)
+
+
+def test_listing_pages_past_1000_keys_and_stays_inside_the_prefix(s3_env, bucket):
+    client = s3_env.client()
+    for i in range(2_500):
+        client.put_object(Bucket=bucket, Key=f"landing/day/{i:05d}.csv", Body=b"x" * (i % 7))
+    client.put_object(Bucket=bucket, Key="landing-other/evil.csv", Body=b"x")
+    client.put_object(Bucket=bucket, Key="elsewhere.csv", Body=b"x")
+    listed = list(store(s3_env, f"s3://{bucket}/landing").list())
+    assert len(listed) == 2_500
+    assert listed[0].key == "day/00000.csv" and listed[-1].key == "day/02499.csv"
+    assert [o.size for o in listed[:8]] == [0, 1, 2, 3, 4, 5, 6, 0]
+
+
+def test_odd_keys_round_trip_and_unsafe_writes_are_refused(s3_env, bucket):
+    lake = store(s3_env, f"s3://{bucket}/lake")
+    for key in ["a b/zähler 1.csv", "x/ü€.csv", "a..b/c.csv"]:
+        lake.write(key, key.encode())
+        assert lake.read(key) == key.encode() and lake.exists(key)
+    for key in ["../escape.csv", "/abs.csv", "a/../../b", "dir/"]:
+        with pytest.raises(UnsafeKey):
+            lake.write(key, b"x")
+    keys = sorted(o.key for o in lake.list())
+    assert keys == ["a b/zähler 1.csv", "a..b/c.csv", "x/ü€.csv"]
+    all_keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert all(k.startswith("lake/") for k in all_keys)
+    lake.delete("x/ü€.csv")
+    assert not lake.exists("x/ü€.csv")
+
+
+def test_a_reupload_changes_the_version_and_identical_bytes_do_not(s3_env, bucket):
+    landing = store(s3_env, f"s3://{bucket}/landing")
+    landing.write("a.csv", b"one")
+    (first,) = landing.list()
+    landing.write("a.csv", b"two")
+    (second,) = landing.list()
+    landing.write("a.csv", b"two")
+    (third,) = landing.list()
+    assert first.version != second.version == third.version
+
+
+def test_throttled_gets_are_retried_by_botocore(s3_env, bucket, monkeypatch):
+    from greenstream_assets.defs.resources import StorageResource
+
+    store(s3_env, f"s3://{bucket}/landing").write("a.csv", b"payload")
+    with FaultyS3Proxy(s3_env.endpoint, {"landing/a.csv": 3}) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        landing = StorageResource(landing=f"s3://{bucket}/landing").landing_store()
+        assert landing.read("a.csv") == b"payload"
+        assert proxy.injected["landing/a.csv"] == 3

@@ -1,11 +1,22 @@
 """The code location: every asset, check, job, sensor and resource, loaded once."""
 
+import os
+
 import dagster as dg
 
 from greenstream_assets.defs import ingestion, quality, reports, warehouse
 from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.defs.sensors import landing_zone_sensor
+
+
+def default_storage() -> StorageResource:
+    """Locations from GREENSTREAM_* at run time; the warehouse password, when there is one, from
+    GREENSTREAM_WAREHOUSE_PASSWORD through dg.EnvVar, so Dagster resolves it at run time and shows
+    only the variable's name in the UI."""
+    if "GREENSTREAM_WAREHOUSE_PASSWORD" in os.environ:
+        return StorageResource(warehouse_password=dg.EnvVar("GREENSTREAM_WAREHOUSE_PASSWORD"))
+    return StorageResource()
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
@@ -23,7 +34,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
         ],
         jobs=[ingest_job, daily_job],
         sensors=[landing_zone_sensor],
-        resources={"storage": StorageResource(), "rules": RulesResource(), **(resources or {})},
+        resources={"storage": default_storage(), "rules": RulesResource(), **(resources or {})},
         # A day's steps are cheap next to a process start (~3 s each): run them in one process and
         # get parallelism across days (runs) instead.
         executor=dg.in_process_executor,

@@ -138,16 +138,22 @@ def ingest_new_files(
     previous = current_versions(ledger)
     known = dict(previous.select("key", "checksum").unique().iter_rows())
 
-    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes, str, pl.DataFrame | Exception]:
+    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, int, str, pl.DataFrame | Exception | None]:
+        """All of one file's I/O, run on a worker thread: read, back up or set aside, parse."""
         data = landing.read(obj.key)
         checksum = hashlib.sha256(data).hexdigest()
         if known.get(obj.key) == checksum:
-            return obj, data, checksum, pl.DataFrame()
+            return obj, len(data), checksum, None
         try:
             check_key(obj.key)
-            return obj, data, checksum, read_meter_file(data, obj.key)
+            parsed: pl.DataFrame | Exception = read_meter_file(data, obj.key)
         except (RejectedFile, UnsafeKey) as err:
-            return obj, data, checksum, err
+            parsed = err
+        if isinstance(parsed, Exception):
+            _fail_file(lake_store, obj.key, data, checksum, _failure_reason(obj, parsed), str(parsed), now)
+        else:
+            lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
+        return obj, len(data), checksum, parsed
 
     ledger_rows: list[dict] = []
     unchanged: list[pl.DataFrame] = []
@@ -159,16 +165,16 @@ def ingest_new_files(
             part = f"{batch}-{number:04d}"
             frames: list[pl.DataFrame] = []
             bases: dict[str, dict] = {}
-            for obj, data, checksum, parsed in pool.map(fetch, chunk):
+            for obj, size, checksum, parsed in pool.map(fetch, chunk):
                 base = {
                     "batch": part,
                     "key": obj.key,
                     "version": obj.version,
                     "checksum": checksum,
-                    "size": len(data),
+                    "size": size,
                     "ingested_at": now,
                 }
-                if known.get(obj.key) == checksum:
+                if parsed is None:
                     # Touched but not changed: remember the new version, reprocess nothing (the
                     # rows stay where they were staged).
                     report.files_unchanged += 1
@@ -181,12 +187,10 @@ def ingest_new_files(
                 touched_keys.add(obj.key)
                 if isinstance(parsed, Exception):
                     reason = _failure_reason(obj, parsed)
-                    _fail_file(lake_store, obj.key, data, checksum, reason, str(parsed), now)
                     report.files_failed += 1
                     report.failures.append({"key": obj.key, "reason": reason, "detail": str(parsed)})
                     ledger_rows.append({**base, "status": "failed", "reason": reason, "day": None, "rows": 0})
                     continue
-                lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
                 frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
                 bases[obj.key] = base
                 report.files_staged += 1

@@ -17,6 +17,7 @@ import pytest
 
 from greenstream_assets.defs.resources import StorageResource
 from greenstream_assets.storage.blobs import BlobStore
+from greenstream_assets_tests.pg import pg_schema, pg_url  # noqa: F401  (fixtures)
 
 # A distinctive secret, so a test can prove it never reaches logs or metadata.
 S3_SECRET = "gs-test-secret-8d1f0c"
@@ -109,9 +110,10 @@ class Platform:
         )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "postgres"])
 def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platform]:
-    """The same suites run on a local folder and on S3."""
+    """The same suites run on the embedded default (folder + DuckDB), with the lake on S3, and with
+    the warehouse on PostgreSQL."""
     yield from _platform(request.param, request, tmp_path)
 
 

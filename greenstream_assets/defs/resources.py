@@ -27,6 +27,9 @@ class StorageResource(dg.ConfigurableResource):
     landing: str = ""
     lake: str = ""
     warehouse: str = ""
+    # PostgreSQL: the password comes from the environment (dg.EnvVar), never from the URL.
+    warehouse_password: str = ""
+    warehouse_schema: str = "greenstream"
     # S3: the default credential chain, AWS_REGION, and AWS_ENDPOINT_URL for S3-compatible stores.
     s3_max_attempts: int = 10
 
@@ -55,7 +58,7 @@ class StorageResource(dg.ConfigurableResource):
         return open_blob_store(self.lake_url(), self.s3_client)
 
     def open_warehouse(self) -> Warehouse:
-        warehouse = open_warehouse(self.warehouse_url())
+        warehouse = open_warehouse(self.warehouse_url(), self.warehouse_password, self.warehouse_schema)
         warehouse.ensure_schema()
         return warehouse
 
@@ -64,6 +67,7 @@ class RulesResource(dg.ConfigurableResource):
     """The rule book's thresholds (defaults as documented in the README)."""
 
     timezone: str = "UTC"
+    max_meter_id_length: int = 128
     max_kw: float = 100.0
     near_zero_kw: float = 0.01
     min_zero_hours: float = 6.0
@@ -75,6 +79,7 @@ class RulesResource(dg.ConfigurableResource):
     def config(self) -> RulesConfig:
         return RulesConfig(
             timezone=self.timezone,
+            max_meter_id_length=self.max_meter_id_length,
             max_kw=self.max_kw,
             near_zero_kw=self.near_zero_kw,
             min_zero_hours=self.min_zero_hours,

@@ -52,9 +52,7 @@ def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
             "preview": preview(rows),
         }
     )
-    in_table = warehouse.query(
-        f"SELECT {', '.join(TABLE_COLUMNS)} FROM meter_readings WHERE reading_date = ?", [day]
-    ).cast({"line_number": pl.Int64, "local_hour": pl.Int8})
+    in_table = warehouse.read_day("meter_readings", day)
     yield schema_check_result(TABLE_SCHEMA, context.asset_key, MeterReadingsTable, in_table)
 
 

@@ -17,6 +17,7 @@ from greenstream_assets.rules.units import unit_factor, value_is_missing, value_
 
 # Quarantine reasons, in the order they are tested: a row gets the first that applies.
 MISSING_METER_ID = "missing_meter_id"
+INVALID_METER_ID = "invalid_meter_id"
 INVALID_TIMESTAMP = "invalid_timestamp"
 TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
@@ -25,6 +26,7 @@ INVALID_VALUE = "invalid_value"
 NEGATIVE_VALUE = "negative_value"
 REASONS = (
     MISSING_METER_ID,
+    INVALID_METER_ID,
     INVALID_TIMESTAMP,
     TIMESTAMP_OUT_OF_RANGE,
     CONFLICTING_DUPLICATE,
@@ -90,6 +92,11 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     reason = (
         pl.when(pl.col("meter_id").is_null())
         .then(pl.lit(MISSING_METER_ID))
+        .when(
+            (pl.col("meter_id").str.len_chars() > config.max_meter_id_length)
+            | pl.col("meter_id").str.contains(r"[\x00-\x1f\x7f]")
+        )
+        .then(pl.lit(INVALID_METER_ID))
         .when(ts.is_null())
         .then(pl.lit(INVALID_TIMESTAMP))
         .when(~in_day)

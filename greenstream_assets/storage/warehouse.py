@@ -54,6 +54,18 @@ INDEXES = {
 }
 
 
+DUCK_TO_POLARS = {
+    "VARCHAR": pl.String,
+    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
+    "DATE": pl.Date,
+    "TINYINT": pl.Int8,
+    "DOUBLE": pl.Float64,
+    "BOOLEAN": pl.Boolean,
+    "BIGINT": pl.Int64,
+    "INTEGER": pl.Int32,
+}
+
+
 class Warehouse(Protocol):
     url: str
 
@@ -62,7 +74,11 @@ class Warehouse(Protocol):
     def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
         """Atomically replace ``table``'s rows for ``day`` with ``rows``; return the rows stored."""
 
-    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame: ...
+    def read_day(self, table: str, day: date) -> pl.DataFrame:
+        """``table``'s rows for ``day``, typed as the frames that were loaded."""
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Ad-hoc reads (tests, tools), with ``?`` placeholders on every backend."""
 
 
 class DuckDBWarehouse:
@@ -117,6 +133,11 @@ class DuckDBWarehouse:
                 raise
         return rows.height
 
+    def read_day(self, table: str, day: date) -> pl.DataFrame:
+        columns = [name for name, _, _ in TABLES[table]]
+        frame = self.query(f"SELECT {', '.join(columns)} FROM {table} WHERE reading_date = ?", [day])
+        return frame.cast({name: DUCK_TO_POLARS[kind.split()[0]] for name, kind, _ in TABLES[table]})
+
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self.connect() as conn:
             return conn.sql(sql, params=params or []).pl()
@@ -127,8 +148,11 @@ def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
 
-def open_warehouse(url: str) -> Warehouse:
-    """A warehouse for a DuckDB file path (``postgresql://`` arrives with the PostgreSQL issue)."""
+def open_warehouse(url: str, password: str | None = None, schema: str = "greenstream") -> Warehouse:
+    """PostgreSQL for a ``postgresql://user@host:port/db?sslmode=...`` URL (libpq options in the URL,
+    the password given apart), else a DuckDB file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError("postgresql:// warehouses are not supported yet; use a DuckDB file")
+        from greenstream_assets.storage.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(url, password=password, schema=schema)
     return DuckDBWarehouse(url.removeprefix("duckdb://"))

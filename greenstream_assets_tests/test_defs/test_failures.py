@@ -4,7 +4,6 @@ from datetime import date
 
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
-from greenstream_assets.storage import warehouse as warehouse_module
 from greenstream_assets_tests.conftest import csv
 
 MON = date(2024, 3, 4)
@@ -21,7 +20,8 @@ def test_a_failed_load_keeps_the_previous_day_and_a_rerun_completes_it(platform,
     platform.drop("a.csv", V1)
     assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
 
-    original = warehouse_module.DuckDBWarehouse.replace_day
+    warehouse_type = type(platform.storage.open_warehouse())
+    original = warehouse_type.replace_day
 
     def unreachable(self, table, day, rows):
         if table == "meter_readings":
@@ -30,7 +30,7 @@ def test_a_failed_load_keeps_the_previous_day_and_a_rerun_completes_it(platform,
 
     platform.drop("a.csv", V2)
     with monkeypatch.context() as patch:
-        patch.setattr(warehouse_module.DuckDBWarehouse, "replace_day", unreachable)
+        patch.setattr(warehouse_type, "replace_day", unreachable)
         failed = run_landing_zone(instance=platform.instance, resources=resources)
     assert len(failed.failed) == 1 and failed.failed[0].startswith("2024-03-04: FAILED")
     # The table still holds the previous version of the day, whole.

@@ -209,3 +209,23 @@ def test_broken_files_are_set_aside_and_the_day_goes_on(platform):
     }
     ledger = ingestion.load_ledger(platform.lake)
     assert ledger.filter(pl.col("status") == "failed").height == 4
+
+
+def test_hostile_values_are_quarantined_with_a_reason_or_stored_verbatim(platform):
+    injection = "x'); DROP TABLE meter_readings;--"
+    platform.drop(
+        "hostile.csv",
+        csv(
+            f"{'M' * 10_000},2024-03-04T10:00:00Z,1,kW",
+            "nul\x00meter,2024-03-04T10:00:00Z,1,kW",
+            f'"{injection}",2024-03-04T10:00:00Z,2,kW',
+            '"quote ""q"", comma",2024-03-04T10:00:00Z,3,kW',
+        ),
+    )
+    summary = run(platform)
+    assert (summary.days[MON]["kept"], summary.days[MON]["quarantined"]) == (2, 2)
+    stored = platform.query("SELECT meter_id, energy_kw FROM meter_readings ORDER BY energy_kw").rows()
+    assert stored == [(injection, 2.0), ('quote "q", comma', 3.0)]
+    quarantined = lake.read_jsonl(platform.lake, lake.quarantine_key(MON)).sort("line_number")
+    assert quarantined.select("reason").to_series().to_list() == ["invalid_meter_id", "invalid_meter_id"]
+    assert quarantined.get_column("meter_id").to_list() == ["M" * 10_000, "nul\x00meter"]

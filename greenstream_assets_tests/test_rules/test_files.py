@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.files import RejectedFile, read_meter_file
+from greenstream_assets.rules.validation import validate_readings
 
 from .helpers import RAW_SCHEMA, raw_frame
 
@@ -97,14 +99,23 @@ def test_empty_file(data: bytes) -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(HEADER + b"m1,2024-06-03T08:00:00Z,1\x00,kW\n", id="nul_in_row"),
         pytest.param(b"\x00\x01\x02\x03", id="binary"),
-        pytest.param(b"\x00" + HEADER, id="nul_first"),
-        pytest.param(HEADER + b"\x00\xff\xfe", id="nul_and_bad_utf8"),
+        pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(64), id="png"),
+        pytest.param(HEADER + b"\x00" * 40 + b"\xff\xfe", id="nuls_and_bad_utf8"),
     ],
 )
 def test_not_text(data: bytes) -> None:
     assert rejected(data).reason == "not_text"
+
+
+def test_a_stray_nul_in_a_text_file_is_a_bad_value_not_a_bad_file() -> None:
+    rows = read_meter_file(
+        HEADER + b"m1,2024-06-03T08:00:00Z,1\x00,kW\nm2,2024-06-03T08:00:00Z,2,kW\n", "f.csv"
+    )
+    assert rows.get_column("energy_value").to_list() == ["1\x00", "2"]
+    validated = validate_readings(rows, RulesConfig(), None)
+    assert validated.quarantined.get_column("reason").to_list() == ["invalid_value"]
+    assert validated.cleansed.get_column("meter_id").to_list() == ["m2"]
 
 
 @pytest.mark.parametrize(

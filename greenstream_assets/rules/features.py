@@ -1,0 +1,130 @@
+"""An hourly per-meter feature table built from VEE's estimated grid, for forecasting and analytics.
+
+Schema (``HOURLY_FEATURES_SCHEMA``), one row per meter and local clock hour:
+
+======================== ============ =============================================================
+column                   type         meaning
+======================== ============ =============================================================
+meter_id                 String       the meter
+hour_start_utc           Datetime UTC the instant the local hour starts (both fall-back hours are rows)
+local_date               Date         local calendar day in ``config.timezone``
+local_hour               Int8         local clock hour, 0-23
+weekday                  Int8         ISO weekday of ``local_date``, 1 = Monday ... 7 = Sunday
+is_weekend               Boolean      weekday is 6 or 7
+is_holiday               Boolean      ``local_date`` is in ``config.holidays``
+kwh                      Float64      energy of the usable intervals: sum of ``value_kw`` x interval
+                                      hours; null when no interval is usable
+peak_kw                  Float64      highest ``value_kw`` of the usable intervals; null when none
+estimated_share          Float64      share of the hour's intervals that are estimated (0-1)
+missing_share            Float64      share of the hour's intervals not usable: missing or anomaly
+prev_day_same_hour_kwh   Float64      ``kwh`` at the same local hour of the previous local day
+prev_week_same_hour_kwh  Float64      ``kwh`` at the same local hour seven local days earlier
+======================== ============ =============================================================
+
+Usable intervals are actual, faulty (a stuck meter's real reading) and estimated ones. Anomalies
+are excluded from ``kwh`` and ``peak_kw`` and count as missing: an out-of-range value is not
+consumption. ``kwh`` of an hour with missing intervals is the energy of the intervals present,
+not scaled up; ``missing_share`` says how much is absent, so a model can drop or weight the hour.
+The previous day's and week's values are looked up by local date and hour (in ``history_hourly``
+or the rows being built); they are null where that hour is absent, e.g. the hour skipped on a
+spring-forward day. On a fall-back day the repeated hour is looked up as the mean of its two rows.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.vee import ACTUAL, ESTIMATED_CODES, FAULTY
+
+HOURLY_FEATURES_SCHEMA = {
+    "meter_id": pl.String,
+    "hour_start_utc": pl.Datetime("us", "UTC"),
+    "local_date": pl.Date,
+    "local_hour": pl.Int8,
+    "weekday": pl.Int8,
+    "is_weekend": pl.Boolean,
+    "is_holiday": pl.Boolean,
+    "kwh": pl.Float64,
+    "peak_kw": pl.Float64,
+    "estimated_share": pl.Float64,
+    "missing_share": pl.Float64,
+    "prev_day_same_hour_kwh": pl.Float64,
+    "prev_week_same_hour_kwh": pl.Float64,
+}
+USABLE_CODES = (ACTUAL, FAULTY, *ESTIMATED_CODES)
+_HOUR_KEY = ("meter_id", "local_date", "local_hour")
+# kWh rounded to the microwatt-hour so the sum does not depend on row order.
+_DECIMALS = 6
+
+
+def _same_hour_kwh(hourly: pl.DataFrame, history_hourly: pl.DataFrame | None) -> pl.DataFrame:
+    """kWh per meter, local date and local hour; rows being built win over history for their days."""
+    lookup = hourly.select(*_HOUR_KEY, "kwh")
+    if history_hourly is not None:
+        older = (
+            history_hourly.select(*_HOUR_KEY, "kwh")
+            .cast({"meter_id": pl.String, "local_date": pl.Date, "local_hour": pl.Int8, "kwh": pl.Float64})
+            .join(lookup.select("meter_id", "local_date").unique(), on=["meter_id", "local_date"], how="anti")
+        )
+        lookup = pl.concat([lookup, older])
+    return lookup.group_by(*_HOUR_KEY).agg(pl.col("kwh").mean())
+
+
+def hourly_features(
+    estimated_day: pl.DataFrame, history_hourly: pl.DataFrame | None, config: RulesConfig
+) -> pl.DataFrame:
+    """Hourly features of ``estimated_day`` (``rules.vee.estimate`` output), as in the module docstring.
+
+    ``history_hourly``: earlier ``hourly_features`` output (at least ``meter_id``, ``local_date``,
+    ``local_hour``, ``kwh``) covering the previous week, or None.
+    """
+    hours = config.interval_minutes / 60
+    local = pl.col("reading_ts").dt.convert_time_zone(config.timezone)
+    # The local hour starts this long before the reading; subtracting keeps the instant exact
+    # across DST changes, where truncating a local time would be ambiguous.
+    into_hour = pl.duration(
+        minutes=local.dt.minute(), seconds=local.dt.second(), microseconds=local.dt.microsecond()
+    )
+    usable = pl.col("quality_code").is_in(USABLE_CODES) & pl.col("value_kw").is_not_null()
+    value = pl.when(usable).then(pl.col("value_kw"))
+    hourly = (
+        estimated_day.with_columns(
+            hour_start_utc=pl.col("reading_ts") - into_hour,
+            local_date=local.dt.date(),
+            local_hour=local.dt.hour().cast(pl.Int8),
+        )
+        .group_by("meter_id", "hour_start_utc")
+        .agg(
+            pl.col("local_date").first(),
+            pl.col("local_hour").first(),
+            kwh=pl.when(usable.any()).then((value.sum() * hours).round(_DECIMALS)),
+            peak_kw=value.max(),
+            estimated_share=pl.col("quality_code").is_in(ESTIMATED_CODES).mean(),
+            missing_share=(~usable).mean(),
+        )
+    )
+    weekday = pl.col("local_date").dt.weekday().cast(pl.Int8)
+    lookup = _same_hour_kwh(hourly, history_hourly)
+    return (
+        hourly.with_columns(
+            weekday=weekday,
+            is_weekend=weekday >= 6,
+            is_holiday=pl.col("local_date").is_in(list(config.holidays)),
+            _prev_day=pl.col("local_date").dt.offset_by("-1d"),
+            _prev_week=pl.col("local_date").dt.offset_by("-7d"),
+        )
+        .join(
+            lookup.rename({"local_date": "_prev_day", "kwh": "prev_day_same_hour_kwh"}),
+            on=["meter_id", "_prev_day", "local_hour"],
+            how="left",
+        )
+        .join(
+            lookup.rename({"local_date": "_prev_week", "kwh": "prev_week_same_hour_kwh"}),
+            on=["meter_id", "_prev_week", "local_hour"],
+            how="left",
+        )
+        .select(*HOURLY_FEATURES_SCHEMA)
+        .sort("meter_id", "hour_start_utc")
+        .cast(HOURLY_FEATURES_SCHEMA)
+    )

@@ -1,0 +1,186 @@
+"""Faulty-meter incidents: one per meter and stuck period, followed across days in a registry.
+
+A stuck period is rule 5's run (``rules.faulty``): consecutive non-missing readings at or below
+``near_zero_kw`` that are not anomalies, missing readings skipped; it is an incident once its last
+reading is at least ``min_zero_hours`` after its first. A day's computation reads the previous
+day's tail, so a run across midnight is one incident with its true start, and an incident open at
+the end of the previous day is continued or closed.
+
+- ``start_ts``: the first near-zero reading of the run, found in the previous day's tail; when the
+  tail is near zero back to its beginning, the start of the previous day's open incident.
+- ``last_zero_ts``: the run's last near-zero reading so far.
+- ``status``: ``open`` while no reading above the threshold has followed the run (trailing missing
+  readings keep it open: they do not break a run), ``closed`` once one has.
+- ``end_ts``: the last near-zero reading of a closed incident (the stuck period's end, as in
+  ``rules.faulty``); null while open.
+- ``duration_hours``: ``last_zero_ts - start_ts``, the measure rule 5 compares with
+  ``min_zero_hours``; for an open incident, the duration so far.
+- ``readings``: near-zero readings in the run, across days.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from greenstream_assets.rules.config import RulesConfig
+
+OPEN = "open"
+CLOSED = "closed"
+KEY = ("meter_id", "start_ts")
+INCIDENT_SCHEMA = {
+    "meter_id": pl.String,
+    "start_ts": pl.Datetime("us", "UTC"),
+    "end_ts": pl.Datetime("us", "UTC"),
+    "last_zero_ts": pl.Datetime("us", "UTC"),
+    "duration_hours": pl.Float64,
+    "status": pl.String,
+    "readings": pl.UInt32,
+}
+# The registry: one row per incident, with the latest day whose computation wrote it.
+REGISTRY_SCHEMA = {**INCIDENT_SCHEMA, "source_day": pl.Date}
+
+_READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly")
+_READING_SCHEMA = {
+    "meter_id": pl.String,
+    "reading_ts": pl.Datetime("us", "UTC"),
+    "energy_kw": pl.Float64,
+    "is_missing": pl.Boolean,
+    "is_anomaly": pl.Boolean,
+}
+
+
+def _previous_open(previous_open_incidents: pl.DataFrame | None) -> pl.DataFrame:
+    """Per meter: start, last near-zero reading and reading count of its incident open yesterday."""
+    schema = {
+        "meter_id": pl.String,
+        "_prev_start": pl.Datetime("us", "UTC"),
+        "_prev_last_zero": pl.Datetime("us", "UTC"),
+        "_prev_readings": pl.UInt32,
+    }
+    if previous_open_incidents is None:
+        return pl.DataFrame(schema=schema)
+    frame = previous_open_incidents
+    if "status" in frame.columns:
+        frame = frame.filter(pl.col("status") == OPEN)
+    return (
+        frame.sort("start_ts")
+        .unique("meter_id", keep="last")
+        .select(
+            "meter_id",
+            _prev_start="start_ts",
+            _prev_last_zero="last_zero_ts",
+            _prev_readings="readings",
+        )
+        .cast(schema)
+    )
+
+
+def day_incidents(
+    previous_tail: pl.DataFrame,
+    readings: pl.DataFrame,
+    config: RulesConfig,
+    previous_open_incidents: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The incidents the day's readings open, continue or close (columns ``INCIDENT_SCHEMA``).
+
+    ``readings``: the day's flagged readings. ``previous_tail``: the previous day's readings, at
+    least its last ``min_zero_hours`` (the whole day is simplest); rows that ``readings`` also holds
+    are ignored. ``previous_open_incidents``: the previous day's ``day_incidents`` output (rows not
+    ``open`` are ignored), needed only for an incident that began before the tail. Both frames need
+    ``meter_id``, ``reading_ts``, ``energy_kw``, ``is_missing``, ``is_anomaly``.
+
+    Reported: every incident with a near-zero reading on the day, and one that ran to the end of
+    the tail and is closed by the day's first reading above the threshold. An incident that began
+    and closed within the tail was the previous day's and is not repeated.
+    """
+    today = readings.select(_READING_COLUMNS).cast(_READING_SCHEMA).with_columns(_today=pl.lit(True))
+    tail = (
+        previous_tail.select(_READING_COLUMNS)
+        .cast(_READING_SCHEMA)
+        .join(today, on=["meter_id", "reading_ts"], how="anti")
+        .with_columns(_today=pl.lit(False))
+    )
+    near = (pl.col("energy_kw") <= config.near_zero_kw) & ~pl.col("is_anomaly")
+    new_run = (near != near.shift(1)) | (pl.col("meter_id") != pl.col("meter_id").shift(1))
+    rows = (
+        pl.concat([tail, today])
+        .filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
+        .sort("meter_id", "reading_ts")
+        .with_columns(near=near, run_id=new_run.fill_null(True).cum_sum())
+        .join(_previous_open(previous_open_incidents), on="meter_id", how="left")
+    )
+    same_meter_next = pl.col("meter_id") == pl.col("meter_id").shift(-1)
+    runs = (
+        rows.group_by("run_id")
+        .agg(
+            pl.col("meter_id").first(),
+            pl.col("near").first(),
+            pl.col("_prev_start").first(),
+            pl.col("_prev_readings").first(),
+            start_ts=pl.col("reading_ts").min(),
+            last_zero_ts=pl.col("reading_ts").max(),
+            readings=pl.len(),
+            # Rows of the run after yesterday's open incident's last reading: today's additions.
+            _after_prev=(pl.col("reading_ts") > pl.col("_prev_last_zero")).sum(),
+            _first_today=pl.col("_today").sort_by("reading_ts").first(),
+        )
+        .sort("run_id")
+        .with_columns(
+            _first_run=(pl.col("meter_id") != pl.col("meter_id").shift(1)).fill_null(True),
+            # A near-zero run's next run is the meter's recovery; null when nothing followed it.
+            _recovered_today=pl.when(same_meter_next).then(pl.col("_first_today").shift(-1)),
+        )
+        .filter(pl.col("near"))
+    )
+    # A run that starts the window continues yesterday's open incident: missing readings in between
+    # do not break a run, and an open incident means no recovery was seen before the tail.
+    continues = (
+        pl.col("_first_run")
+        & pl.col("_prev_start").is_not_null()
+        & (pl.col("_prev_start") <= pl.col("start_ts"))
+    )
+    runs = runs.with_columns(
+        start_ts=pl.when(continues).then("_prev_start").otherwise("start_ts"),
+        readings=pl.when(continues)
+        .then(pl.col("_prev_readings") + pl.col("_after_prev"))
+        .otherwise("readings"),
+    )
+    recovered = pl.col("_recovered_today").is_not_null()
+    duration = pl.col("last_zero_ts") - pl.col("start_ts")
+    return (
+        runs.filter(duration >= timedelta(hours=config.min_zero_hours))
+        .filter(~recovered | pl.col("_recovered_today"))
+        .select(
+            "meter_id",
+            "start_ts",
+            end_ts=pl.when(recovered).then("last_zero_ts"),
+            last_zero_ts="last_zero_ts",
+            duration_hours=duration.dt.total_microseconds() / 3_600_000_000,
+            status=pl.when(recovered).then(pl.lit(CLOSED)).otherwise(pl.lit(OPEN)),
+            readings="readings",
+        )
+        .sort(*KEY)
+        .cast(INCIDENT_SCHEMA)
+    )
+
+
+def merge_registry(registry: pl.DataFrame, incidents: pl.DataFrame, day: date) -> pl.DataFrame:
+    """The registry (``REGISTRY_SCHEMA``) with ``day``'s incidents merged in; safe to rerun.
+
+    Keyed by ``meter_id`` + ``start_ts``. Whatever ``day`` wrote before is replaced by
+    ``incidents`` (an incident ``day`` no longer reports is dropped if ``day`` wrote it last), and
+    a day's version of an incident replaces an earlier day's. A later day's version is kept when an
+    earlier day is rerun, so a backfill never reopens an incident a later day closed.
+    """
+    registry = registry.select(*REGISTRY_SCHEMA).cast(REGISTRY_SCHEMA)
+    kept = registry.filter(pl.col("source_day") != day)
+    later = kept.filter(pl.col("source_day") > day)
+    new = (
+        incidents.select(*INCIDENT_SCHEMA)
+        .with_columns(source_day=pl.lit(day))
+        .cast(REGISTRY_SCHEMA)
+        .join(later, on=KEY, how="anti")
+    )
+    return pl.concat([kept.join(new, on=KEY, how="anti"), new]).sort(*KEY)

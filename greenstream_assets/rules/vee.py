@@ -1,0 +1,253 @@
+"""Validation, Estimation, Editing: completeness per meter and local day, and estimates for the gaps.
+
+The day is a local day in ``config.timezone`` (23 or 25 hours on daylight-saving days), cut into
+``interval_minutes`` intervals from local midnight. Every interval of every meter gets one row and
+a quality code:
+
+- ``actual``, ``anomaly``, ``faulty``: the meter sent a value (flagged ``is_anomaly`` /
+  ``is_faulty`` by the rule book); it is kept as sent, never replaced.
+- ``estimated_linear``: a gap of at most ``short_gap_minutes`` (missing intervals and null
+  readings) with ``actual`` readings right before and after it, interpolated linearly in time.
+- ``estimated_history``: any other gap interval, valued at the mean of the meter's ``actual``
+  readings at the same local weekday and local time of day over the previous ``history_weeks``
+  weeks.
+- ``missing``: a gap interval neither rule could estimate.
+
+Choices, as an MDM's VEE makes them:
+
+- Only readings that passed validation (code ``actual``) are sources for estimates: an anomaly or
+  a stuck (faulty) reading next to a gap does not anchor an interpolation, and the gap falls back
+  to history. A short gap that touches the day's edge is interpolated when the readings or history
+  frames hold the neighbour on the other side of midnight; otherwise it falls back to history too.
+- Readings off the interval grid (e.g. 08:07 on a 15-minute grid) are not intervals: they are
+  neither counted as received nor used as anchors.
+- The meters are those present in the day's ``readings`` frame (a row, even a missing one, is
+  enough); anomalies and faulty readings were received and count toward completeness.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from greenstream_assets.rules.config import RulesConfig
+
+ACTUAL = "actual"
+ESTIMATED_LINEAR = "estimated_linear"
+ESTIMATED_HISTORY = "estimated_history"
+MISSING = "missing"
+ANOMALY = "anomaly"
+FAULTY = "faulty"
+QUALITY_CODES = (ACTUAL, ESTIMATED_LINEAR, ESTIMATED_HISTORY, MISSING, ANOMALY, FAULTY)
+ESTIMATED_CODES = (ESTIMATED_LINEAR, ESTIMATED_HISTORY)
+
+KEY = ("meter_id", "reading_ts")
+COMPLETENESS_SCHEMA = {
+    "meter_id": pl.String,
+    "expected_intervals": pl.UInt32,
+    "received_intervals": pl.UInt32,
+    "missing_intervals": pl.UInt32,
+    "completeness_ratio": pl.Float64,
+}
+ESTIMATE_SCHEMA = {
+    "meter_id": pl.String,
+    "reading_ts": pl.Datetime("us", "UTC"),
+    "energy_kw": pl.Float64,
+    "estimated_kw": pl.Float64,
+    "value_kw": pl.Float64,
+    "quality_code": pl.String,
+}
+_KNOWN_SCHEMA = {
+    "meter_id": pl.String,
+    "reading_ts": pl.Datetime("us", "UTC"),
+    "energy_kw": pl.Float64,
+    "is_missing": pl.Boolean,
+    "is_anomaly": pl.Boolean,
+    "is_faulty": pl.Boolean,
+}
+
+
+def local_day_bounds(local_day: date, timezone: str) -> tuple[datetime, datetime]:
+    """The UTC instants [start, end) of a local calendar day: local midnight to the next one.
+
+    Where midnight falls in a spring-forward gap, the day starts at the first local instant after it.
+    """
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(local_day, time(), zone).astimezone(UTC)
+    end = datetime.combine(local_day + timedelta(days=1), time(), zone).astimezone(UTC)
+    return start, end
+
+
+def expected_intervals(local_day: date, timezone: str, interval_minutes: int) -> int:
+    """How many intervals a meter should send for a local day: 96 of 15 minutes, 92 or 100 on DST days."""
+    start, end = local_day_bounds(local_day, timezone)
+    return (end - start) // timedelta(minutes=interval_minutes)
+
+
+def _grid(meters: pl.DataFrame, start: datetime, end: datetime, interval_minutes: int) -> pl.DataFrame:
+    """Every meter crossed with every interval start in [start, end)."""
+    instants = pl.datetime_range(
+        start,
+        end,
+        timedelta(minutes=interval_minutes),
+        closed="left",
+        time_unit="us",
+        time_zone="UTC",
+        eager=True,
+    )
+    return meters.join(instants.alias("reading_ts").to_frame(), how="cross")
+
+
+def _known(readings: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame:
+    """Readings and history in one frame (the day's readings win), flags defaulted to False."""
+
+    def normalized(frame: pl.DataFrame) -> pl.DataFrame:
+        flags = [pl.lit(False).alias(c) for c in ("is_anomaly", "is_faulty") if c not in frame.columns]
+        return frame.with_columns(flags).select(*_KNOWN_SCHEMA).cast(_KNOWN_SCHEMA)
+
+    known = normalized(readings)
+    if history is not None:
+        known = pl.concat([known, normalized(history).join(known, on=KEY, how="anti")])
+    return known
+
+
+def _reading_code() -> pl.Expr:
+    """Quality code of a reading the meter sent; null where there is no value."""
+    present = ~pl.col("is_missing") & pl.col("energy_kw").is_not_null()
+    return (
+        pl.when(~present)
+        .then(None)
+        .when(pl.col("is_anomaly"))
+        .then(pl.lit(ANOMALY))
+        .when(pl.col("is_faulty"))
+        .then(pl.lit(FAULTY))
+        .otherwise(pl.lit(ACTUAL))
+    )
+
+
+def _meters(readings: pl.DataFrame) -> pl.DataFrame:
+    return readings.select(pl.col("meter_id").cast(pl.String)).unique()
+
+
+def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
+    """Per meter: expected intervals of the local ``day``, intervals received with a value, ratio.
+
+    ``readings`` must cover the whole local day (two UTC days where the zone is not UTC).
+    """
+    start, end = local_day_bounds(day, config.timezone)
+    expected = expected_intervals(day, config.timezone, config.interval_minutes)
+    meters = _meters(readings)
+    received = (
+        _grid(meters, start, end, config.interval_minutes)
+        .join(_known(readings, None).filter(_reading_code().is_not_null()), on=KEY, how="semi")
+        .group_by("meter_id")
+        .agg(received_intervals=pl.len())
+    )
+    return (
+        meters.join(received, on="meter_id", how="left")
+        .select(
+            "meter_id",
+            expected_intervals=pl.lit(expected),
+            received_intervals=pl.col("received_intervals").fill_null(0),
+        )
+        .with_columns(
+            missing_intervals=pl.col("expected_intervals") - pl.col("received_intervals"),
+            completeness_ratio=pl.col("received_intervals") / pl.col("expected_intervals"),
+        )
+        .sort("meter_id")
+        .cast(COMPLETENESS_SCHEMA)
+    )
+
+
+def _history_means(known: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
+    """Per meter and local time of day: mean actual kW on the same weekday of earlier weeks."""
+    weeks = [day - timedelta(weeks=k) for k in range(1, config.history_weeks + 1)]
+    local = pl.col("reading_ts").dt.convert_time_zone(config.timezone)
+    return (
+        known.filter(_reading_code() == ACTUAL)
+        .filter(local.dt.date().is_in(weeks))
+        .group_by("meter_id", local.dt.time().alias("_local_time"))
+        .agg(_history_kw=pl.col("energy_kw").mean())
+    )
+
+
+def estimate(
+    readings: pl.DataFrame, history: pl.DataFrame | None, config: RulesConfig, day: date
+) -> pl.DataFrame:
+    """The full interval grid of the local ``day`` for every meter in ``readings``, gaps estimated.
+
+    ``readings``: the day's flagged readings (``meter_id``, ``reading_ts``, ``energy_kw``,
+    ``is_missing``; ``is_anomaly``/``is_faulty`` default to False). ``history``: a frame like it
+    from earlier days (the previous ``history_weeks`` weeks, and the previous day's tail for gaps
+    crossing midnight), or None. Columns as in ``ESTIMATE_SCHEMA``: ``energy_kw`` is what the meter
+    sent (null in gaps), ``estimated_kw`` the estimate (null where the meter sent a value),
+    ``value_kw`` the one of the two to use, ``quality_code`` one of ``QUALITY_CODES``.
+    """
+    start, end = local_day_bounds(day, config.timezone)
+    step = timedelta(minutes=config.interval_minutes)
+    # Far enough beyond the day to find both neighbours of any short gap that touches it.
+    reach = (config.short_gap_minutes // config.interval_minutes + 1) * step
+    known = _known(readings, history)
+    grid = (
+        _grid(_meters(readings), start - reach, end + reach, config.interval_minutes)
+        .join(known.with_columns(_code=_reading_code()), on=KEY, how="left")
+        .sort(*KEY)
+    )
+
+    in_gap = pl.col("_code").is_null()
+
+    def neighbour(column: str, fill: str) -> pl.Expr:
+        # The nearest sent value before (forward fill) or after (backward fill) a gap row: since a
+        # gap is a run of rows without value, that is the row right next to the gap.
+        filled = pl.when(~in_gap).then(pl.col(column))
+        return (filled.forward_fill() if fill == "forward" else filled.backward_fill()).over("meter_id")
+
+    ts = pl.col("reading_ts")
+    grid = grid.with_columns(
+        _prev_ts=neighbour("reading_ts", "forward"),
+        _prev_kw=neighbour("energy_kw", "forward"),
+        _prev_code=neighbour("_code", "forward"),
+        _next_ts=neighbour("reading_ts", "backward"),
+        _next_kw=neighbour("energy_kw", "backward"),
+        _next_code=neighbour("_code", "backward"),
+    )
+    span = pl.col("_next_ts") - pl.col("_prev_ts")
+    is_short = (
+        in_gap
+        & (pl.col("_prev_code") == ACTUAL)
+        & (pl.col("_next_code") == ACTUAL)
+        & (span - step <= timedelta(minutes=config.short_gap_minutes))
+    ).fill_null(False)
+    linear = pl.col("_prev_kw") + (pl.col("_next_kw") - pl.col("_prev_kw")) * (
+        (ts - pl.col("_prev_ts")).dt.total_microseconds() / span.dt.total_microseconds()
+    )
+    local_time = ts.dt.convert_time_zone(config.timezone).dt.time()
+    estimated = (
+        grid.filter((ts >= start) & (ts < end))
+        .with_columns(_local_time=local_time)
+        .join(_history_means(known, day, config), on=["meter_id", "_local_time"], how="left")
+        .with_columns(
+            estimated_kw=pl.when(in_gap).then(pl.when(is_short).then(linear).otherwise("_history_kw")),
+            quality_code=pl.when(~in_gap)
+            .then("_code")
+            .when(is_short)
+            .then(pl.lit(ESTIMATED_LINEAR))
+            .when(pl.col("_history_kw").is_not_null())
+            .then(pl.lit(ESTIMATED_HISTORY))
+            .otherwise(pl.lit(MISSING)),
+        )
+    )
+    return (
+        estimated.select(
+            "meter_id",
+            "reading_ts",
+            energy_kw=pl.when(~in_gap).then("energy_kw"),
+            estimated_kw="estimated_kw",
+            value_kw=pl.when(~in_gap).then("energy_kw").otherwise("estimated_kw"),
+            quality_code="quality_code",
+        )
+        .sort(*KEY)
+        .cast(ESTIMATE_SCHEMA)
+    )

@@ -29,7 +29,7 @@ class StorageResource(dg.ConfigurableResource):
     warehouse: str = ""
     # PostgreSQL: the password comes from the environment (dg.EnvVar), never from the URL.
     warehouse_password: str = ""
-    warehouse_schema: str = "greenstream"
+    warehouse_schema: str = ""
     # S3: the default credential chain, AWS_REGION, and AWS_ENDPOINT_URL for S3-compatible stores.
     s3_max_attempts: int = 10
 
@@ -58,7 +58,8 @@ class StorageResource(dg.ConfigurableResource):
         return open_blob_store(self.lake_url(), self.s3_client)
 
     def open_warehouse(self) -> Warehouse:
-        warehouse = open_warehouse(self.warehouse_url(), self.warehouse_password, self.warehouse_schema)
+        schema = self.warehouse_schema or os.environ.get("GREENSTREAM_WAREHOUSE_SCHEMA", "greenstream")
+        warehouse = open_warehouse(self.warehouse_url(), self.warehouse_password, schema)
         warehouse.ensure_schema()
         return warehouse
 

@@ -134,6 +134,7 @@ def _meters(readings: pl.DataFrame) -> pl.DataFrame:
 def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
     """Per meter: expected intervals of the local ``day``, intervals received with a value, ratio.
 
+    ``completeness_ratio`` is received / expected, rounded to six decimals.
     ``readings`` must cover the whole local day (two UTC days where the zone is not UTC).
     """
     start, end = local_day_bounds(day, config.timezone)
@@ -154,7 +155,8 @@ def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.D
         )
         .with_columns(
             missing_intervals=pl.col("expected_intervals") - pl.col("received_intervals"),
-            completeness_ratio=pl.col("received_intervals") / pl.col("expected_intervals"),
+            # Rounded: polars divides by a broadcast scalar via its reciprocal, off in the last bit.
+            completeness_ratio=(pl.col("received_intervals") / pl.col("expected_intervals")).round(6),
         )
         .sort("meter_id")
         .cast(COMPLETENESS_SCHEMA)

@@ -31,7 +31,17 @@ def report_row(
     peak_includes_estimated: bool = False,
     day: date = DAY,
 ) -> tuple:
-    return (day, meter_id, peak_kw, peak_ts, *energy, average_kw, load_factor, *intervals, peak_includes_estimated)
+    return (
+        day,
+        meter_id,
+        peak_kw,
+        peak_ts,
+        *energy,
+        average_kw,
+        load_factor,
+        *intervals,
+        peak_includes_estimated,
+    )
 
 
 def report_frame(rows: list[tuple]) -> pl.DataFrame:
@@ -78,7 +88,11 @@ def test_report_for_three_meters() -> None:
 def test_energy_is_kw_times_interval_hours(kws: list[float], energy_kwh: float, average_kw: float) -> None:
     rows = [("m1", T - 4 * Q + i * Q, kw, False, False) for i, kw in enumerate(kws)]  # all off-peak
     report = meter_daily_report(flagged(rows), CONFIG, DAY).row(0, named=True)
-    assert (report["energy_kwh"], report["off_peak_kwh"], report["peak_period_kwh"]) == (energy_kwh, energy_kwh, 0.0)
+    assert (report["energy_kwh"], report["off_peak_kwh"], report["peak_period_kwh"]) == (
+        energy_kwh,
+        energy_kwh,
+        0.0,
+    )
     assert report["average_kw"] == average_kw
 
 

@@ -1,0 +1,253 @@
+"""Faulty-meter incidents: one per meter and stuck period across midnight, and a rerun-safe registry."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.faulty import flag_faulty
+from greenstream_assets.rules.incidents import INCIDENT_SCHEMA, REGISTRY_SCHEMA, day_incidents, merge_registry
+
+from .helpers import readings_frame, series_of, utc
+
+CONFIG = RulesConfig()
+Q = timedelta(minutes=15)
+D1, D2, D3 = date(2024, 6, 3), date(2024, 6, 4), date(2024, 6, 5)
+M1, M2, M3 = utc(2024, 6, 3), utc(2024, 6, 4), utc(2024, 6, 5)  # midnights
+NO_READINGS = readings_frame([])
+
+
+def day_of(meter_id: str, midnight: datetime, kws: list[float | None]) -> list[tuple]:
+    """A meter's readings every 15 minutes from ``midnight`` (None = missing)."""
+    return [(meter_id, midnight + i * Q, kw, kw is None, False) for i, kw in enumerate(kws)]
+
+
+def incidents_frame(rows: list[tuple]) -> pl.DataFrame:
+    """(meter_id, start_ts, end_ts, last_zero_ts, duration_hours, status, readings)."""
+    return pl.DataFrame(rows, schema=INCIDENT_SCHEMA, orient="row")
+
+
+def registry_frame(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=REGISTRY_SCHEMA, orient="row")
+
+
+EMPTY_REGISTRY = registry_frame([])
+
+
+def incidents(
+    tail: list[tuple], today: list[tuple], previous_open: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    return day_incidents(readings_frame(tail), readings_frame(today), CONFIG, previous_open)
+
+
+# Zero from 20:00 on D1 (3h45, not yet faulty) to 04:45 on D2, then 2 kW.
+CROSSING_D1 = day_of("m1", M1, [1.0] * 80 + [0.0] * 16)
+CROSSING_D2 = day_of("m1", M2, [0.0] * 20 + [2.0] * 76)
+# Zero from 12:00 on D1 to the end of D1 (open), all of D2 (open), D3 until 02:00.
+LONG_D1 = day_of("m1", M1, [1.0] * 48 + [0.0] * 48)
+LONG_D2 = day_of("m1", M2, [0.0] * 96)
+LONG_D3 = day_of("m1", M3, [0.0] * 9 + [3.0] * 87)
+
+
+def test_zero_run_across_midnight_is_one_incident() -> None:
+    assert incidents([], CROSSING_D1).height == 0
+    expected = incidents_frame([("m1", M1 + 80 * Q, M2 + 19 * Q, M2 + 19 * Q, 8.75, "closed", 36)])
+    assert_frame_equal(incidents(CROSSING_D1, CROSSING_D2), expected, check_exact=True)
+
+
+def test_without_the_tail_the_day_sees_only_its_part() -> None:
+    # 00:00-04:45 alone is 4h45: not an incident, which is why the tail is needed.
+    assert incidents([], CROSSING_D2).height == 0
+
+
+def test_open_incident_continues_and_closes() -> None:
+    open_d1 = incidents_frame([("m1", M1 + 48 * Q, None, M1 + 95 * Q, 11.75, "open", 48)])
+    d1 = incidents([], LONG_D1)
+    assert_frame_equal(d1, open_d1, check_exact=True)
+
+    open_d2 = incidents_frame([("m1", M1 + 48 * Q, None, M2 + 95 * Q, 35.75, "open", 144)])
+    d2 = incidents(LONG_D1, LONG_D2, d1)
+    assert_frame_equal(d2, open_d2, check_exact=True)
+
+    # The D2 tail is zero back to its start: the true start comes from D2's open incident.
+    closed_d3 = incidents_frame([("m1", M1 + 48 * Q, M3 + 8 * Q, M3 + 8 * Q, 38.0, "closed", 153)])
+    assert_frame_equal(incidents(LONG_D2, LONG_D3, d2), closed_d3, check_exact=True)
+
+
+def test_all_zero_tail_without_previous_incidents_starts_at_the_tail() -> None:
+    expected = incidents_frame([("m1", M2, M3 + 8 * Q, M3 + 8 * Q, 26.0, "closed", 105)])
+    assert_frame_equal(incidents(LONG_D2, LONG_D3), expected, check_exact=True)
+
+
+def test_previous_open_incident_found_in_the_tail_counts_readings_once() -> None:
+    # D2 with D1 as the tail and D1's open incident: start and readings agree either way.
+    with_previous = incidents(LONG_D1, LONG_D2, incidents([], LONG_D1))
+    assert_frame_equal(with_previous, incidents(LONG_D1, LONG_D2), check_exact=True)
+
+
+def test_open_incident_closed_by_the_first_reading_of_the_day() -> None:
+    d2 = day_of("m1", M2, [2.0] * 96)
+    expected = incidents_frame([("m1", M1 + 48 * Q, M1 + 95 * Q, M1 + 95 * Q, 11.75, "closed", 48)])
+    assert_frame_equal(incidents(LONG_D1, d2, incidents([], LONG_D1)), expected, check_exact=True)
+
+
+def test_incident_closed_within_the_tail_is_not_repeated() -> None:
+    d1 = day_of("m1", M1, [0.0] * 25 + [1.0] * 71)
+    assert incidents([], d1).get_column("status").to_list() == ["closed"]
+    assert incidents(d1, day_of("m1", M2, [1.0] * 96)).height == 0
+
+
+def test_meter_silent_the_next_day_stays_open() -> None:
+    silent = day_of("m1", M2, [None] * 96)
+    expected = incidents_frame([("m1", M1 + 48 * Q, None, M1 + 95 * Q, 11.75, "open", 48)])
+    assert_frame_equal(incidents(LONG_D1, silent), expected, check_exact=True)
+    assert_frame_equal(incidents(LONG_D1, []), expected, check_exact=True)
+
+
+def test_missing_readings_across_midnight_do_not_break_the_run() -> None:
+    d1 = day_of("m1", M1, [1.0] * 80 + [0.0] * 15 + [None])  # 20:00-23:30 zero, 23:45 missing
+    d2 = day_of("m1", M2, [None] + [0.0] * 12 + [1.0] * 83)  # 00:00 missing, 00:15-03:00 zero
+    expected = incidents_frame([("m1", M1 + 80 * Q, M2 + 12 * Q, M2 + 12 * Q, 7.0, "closed", 27)])
+    assert_frame_equal(incidents(d1, d2), expected, check_exact=True)
+
+
+def test_trailing_missing_readings_keep_an_incident_open() -> None:
+    d1 = day_of("m1", M1, [0.0] * 30 + [None] * 66)
+    expected = incidents_frame([("m1", M1, None, M1 + 29 * Q, 7.25, "open", 30)])
+    assert_frame_equal(incidents([], d1), expected, check_exact=True)
+
+
+def test_anomaly_breaks_a_run_across_midnight() -> None:
+    config = RulesConfig(max_kw=0.001)  # near-zero readings of 0.005 kW are anomalies here
+    d1 = day_of("m1", M1, [1.0] * 80 + [0.0] * 16)
+    d2 = [("m1", M2, 0.005, False, True), *day_of("m1", M2 + Q, [0.0] * 20 + [1.0] * 75)]
+    found = day_incidents(readings_frame(d1), readings_frame(d2), config)
+    # 20:00-23:45 (3h45) ends at the anomaly; 00:15-05:00 is 4h45: neither is faulty.
+    assert found.height == 0
+
+
+@pytest.mark.parametrize(
+    ("zeros_d1", "zeros_d2", "found"),
+    [
+        pytest.param(12, 13, True, id="exactly_6h_across_midnight"),
+        pytest.param(12, 12, False, id="5h45_across_midnight"),
+        pytest.param(1, 24, True, id="one_reading_before_midnight"),
+        pytest.param(0, 24, False, id="5h45_after_midnight"),
+    ],
+)
+def test_minimum_duration_counts_across_midnight(zeros_d1: int, zeros_d2: int, found: bool) -> None:
+    d1 = day_of("m1", M1, [1.0] * (96 - zeros_d1) + [0.0] * zeros_d1)
+    d2 = day_of("m1", M2, [0.0] * zeros_d2 + [1.0] * (96 - zeros_d2))
+    assert incidents(d1, d2).height == int(found)
+
+
+@pytest.mark.parametrize(("hours", "found"), [(2.0, True), (8.75, True), (9.0, False)])
+def test_configurable_minimum(hours: float, found: bool) -> None:
+    config = RulesConfig(min_zero_hours=hours)
+    result = day_incidents(readings_frame(CROSSING_D1), readings_frame(CROSSING_D2), config)
+    assert result.height == int(found)
+
+
+def test_meters_are_independent() -> None:
+    tail = CROSSING_D1 + day_of("m2", M1, [0.0] * 96)
+    today = CROSSING_D2 + day_of("m2", M2, [4.0] * 96) + day_of("m3", M2, [5.0] * 40 + [0.0] * 56)
+    expected = incidents_frame(
+        [
+            ("m1", M1 + 80 * Q, M2 + 19 * Q, M2 + 19 * Q, 8.75, "closed", 36),
+            ("m2", M1, M1 + 95 * Q, M1 + 95 * Q, 23.75, "closed", 96),
+            ("m3", M2 + 40 * Q, None, M2 + 95 * Q, 13.75, "open", 56),
+        ]
+    )
+    assert_frame_equal(incidents(tail, today), expected, check_exact=True)
+
+
+def test_rows_in_both_tail_and_day_count_once() -> None:
+    assert_frame_equal(incidents(CROSSING_D1 + CROSSING_D2, CROSSING_D2), incidents(CROSSING_D1, CROSSING_D2))
+
+
+def test_row_order_does_not_matter() -> None:
+    forward = incidents(CROSSING_D1, CROSSING_D2)
+    assert_frame_equal(incidents(list(reversed(CROSSING_D1)), list(reversed(CROSSING_D2))), forward)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param(series_of("m1", M1, 25), id="one_period"),
+        pytest.param(
+            series_of("m1", M1, 30) + series_of("m1", M1 + 30 * Q, 1, 5.0) + series_of("m1", M1 + 31 * Q, 40),
+            id="two_periods",
+        ),
+        pytest.param(series_of("m1", M1, 24), id="too_short"),
+    ],
+)
+def test_same_periods_as_rule_5_within_a_day(rows: list[tuple]) -> None:
+    _, periods = flag_faulty(readings_frame(rows), CONFIG)
+    found = incidents([], rows).select("meter_id", "start_ts", end_ts="last_zero_ts", readings="readings")
+    assert_frame_equal(found, periods)
+
+
+def test_empty_inputs() -> None:
+    assert_frame_equal(day_incidents(NO_READINGS, NO_READINGS, CONFIG), incidents_frame([]))
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def test_merge_tracks_an_incident_through_its_days() -> None:
+    d1 = incidents([], LONG_D1)
+    d2 = incidents(LONG_D1, LONG_D2, d1)
+    d3 = incidents(LONG_D2, LONG_D3, d2)
+    registry = merge_registry(EMPTY_REGISTRY, d1, D1)
+    assert_frame_equal(
+        registry, registry_frame([("m1", M1 + 48 * Q, None, M1 + 95 * Q, 11.75, "open", 48, D1)])
+    )
+    registry = merge_registry(registry, d2, D2)
+    assert_frame_equal(
+        registry, registry_frame([("m1", M1 + 48 * Q, None, M2 + 95 * Q, 35.75, "open", 144, D2)])
+    )
+    registry = merge_registry(registry, d3, D3)
+    final = registry_frame([("m1", M1 + 48 * Q, M3 + 8 * Q, M3 + 8 * Q, 38.0, "closed", 153, D3)])
+    assert_frame_equal(registry, final)
+
+    # Rerunning any day, in any order, changes nothing.
+    for day, found in [(D3, d3), (D3, d3), (D1, d1), (D2, d2), (D3, d3)]:
+        registry = merge_registry(registry, found, day)
+        assert_frame_equal(registry, final)
+
+
+@pytest.mark.parametrize("reruns", [1, 2, 5])
+def test_rerunning_a_day_never_duplicates(reruns: int) -> None:
+    tail = CROSSING_D1 + day_of("m2", M1, [1.0] * 96)
+    today = CROSSING_D2 + day_of("m2", M2, [0.0] * 96)
+    found = incidents(tail, today)
+    once = merge_registry(EMPTY_REGISTRY, found, D2)
+    registry = once
+    for _ in range(reruns):
+        registry = merge_registry(registry, found, D2)
+    assert_frame_equal(registry, once)
+    assert registry.select("meter_id", "start_ts").is_duplicated().sum() == 0
+    assert registry.get_column("meter_id").to_list() == ["m1", "m2"]
+
+
+def test_rerun_replaces_what_the_day_wrote() -> None:
+    other = registry_frame([("m9", M1, M1 + 30 * Q, M1 + 30 * Q, 7.5, "closed", 31, D1)])
+    first = merge_registry(other, incidents(CROSSING_D1, CROSSING_D2), D2)
+    assert first.get_column("meter_id").to_list() == ["m1", "m9"]
+    # Corrected D2 data: the meter was not stuck after all. D2's incident goes, D1's stays.
+    corrected = day_of("m1", M2, [2.0] * 96)
+    assert_frame_equal(merge_registry(first, incidents(CROSSING_D1, corrected), D2), other)
+
+
+def test_later_day_version_wins_over_a_rerun_of_an_earlier_day() -> None:
+    closed = registry_frame([("m1", M1 + 48 * Q, M3 + 8 * Q, M3 + 8 * Q, 38.0, "closed", 153, D3)])
+    assert_frame_equal(merge_registry(closed, incidents([], LONG_D1), D1), closed)
+
+
+def test_registry_schema() -> None:
+    registry = merge_registry(EMPTY_REGISTRY, incidents(CROSSING_D1, CROSSING_D2), D2)
+    assert registry.schema == pl.Schema(REGISTRY_SCHEMA)

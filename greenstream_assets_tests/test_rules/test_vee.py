@@ -1,0 +1,318 @@
+"""VEE: completeness per local day (DST aware), linear and history estimates, quality codes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.vee import (
+    COMPLETENESS_SCHEMA,
+    ESTIMATE_SCHEMA,
+    completeness,
+    estimate,
+    expected_intervals,
+    local_day_bounds,
+)
+
+from .helpers import DAY, readings_frame, utc
+
+CONFIG = RulesConfig()
+BERLIN = RulesConfig(timezone="Europe/Berlin")
+Q = timedelta(minutes=15)
+MIDNIGHT = utc(2024, 6, 3)
+SPRING, AUTUMN = date(2024, 3, 31), date(2024, 10, 27)  # Berlin's DST days in 2024
+
+
+def series(meter_id: str, start: datetime, kws: list[float | None]) -> list[tuple]:
+    """Readings every 15 minutes from ``start`` (None = a missing reading row)."""
+    return [(meter_id, start + i * Q, kw, kw is None, False) for i, kw in enumerate(kws)]
+
+
+def flagged(rows: list[tuple], faulty_at: tuple[datetime, ...] = ()) -> pl.DataFrame:
+    return readings_frame(rows).with_columns(is_faulty=pl.col("reading_ts").is_in(list(faulty_at)))
+
+
+def codes_and_values(estimated: pl.DataFrame, start: datetime, count: int) -> list[tuple]:
+    window = estimated.filter(pl.col("reading_ts").is_between(start, start + (count - 1) * Q))
+    return window.select("quality_code", "value_kw").rows()
+
+
+def test_defaults() -> None:
+    assert (CONFIG.short_gap_minutes, CONFIG.history_weeks, CONFIG.interval_minutes) == (60, 4, 15)
+
+
+# --- expected intervals and completeness ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "timezone", "interval_minutes", "expected"),
+    [
+        (SPRING, "Europe/Berlin", 15, 92),
+        (AUTUMN, "Europe/Berlin", 15, 100),
+        (DAY, "Europe/Berlin", 15, 96),
+        (SPRING, "UTC", 15, 96),
+        (SPRING, "Europe/Berlin", 30, 46),
+        (AUTUMN, "Europe/Berlin", 60, 25),
+        (date(2024, 3, 10), "America/New_York", 15, 92),
+        (date(2024, 11, 3), "America/New_York", 15, 100),
+        (date(2024, 9, 8), "America/Santiago", 15, 92),  # clocks jump at midnight itself
+    ],
+)
+def test_expected_intervals(day: date, timezone: str, interval_minutes: int, expected: int) -> None:
+    assert expected_intervals(day, timezone, interval_minutes) == expected
+
+
+@pytest.mark.parametrize(
+    ("day", "start", "end"),
+    [
+        (SPRING, utc(2024, 3, 30, 23), utc(2024, 3, 31, 22)),
+        (AUTUMN, utc(2024, 10, 26, 22), utc(2024, 10, 27, 23)),
+        (DAY, utc(2024, 6, 2, 22), utc(2024, 6, 3, 22)),
+    ],
+)
+def test_local_day_bounds(day: date, start: datetime, end: datetime) -> None:
+    assert local_day_bounds(day, "Europe/Berlin") == (start, end)
+
+
+def completeness_frame(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=COMPLETENESS_SCHEMA, orient="row")
+
+
+@pytest.mark.parametrize(("day", "expected"), [(SPRING, 92), (AUTUMN, 100), (DAY, 96)])
+def test_completeness_on_berlin_days(day: date, expected: int) -> None:
+    start, _ = local_day_bounds(day, "Europe/Berlin")
+    full = [1.0] * expected
+    full[10] = None  # a missing reading row
+    m1 = [row for i, row in enumerate(series("m1", start, full)) if i not in (20, 21)]  # two never sent
+    m1 += [
+        ("m1", start - Q, 1.0, False, False),  # the previous local day
+        ("m1", start + expected * Q, 1.0, False, False),  # the next local day
+        ("m1", start + timedelta(minutes=7), 1.0, False, False),  # off the interval grid
+    ]
+    m2 = series("m2", start, [None, None])
+    m3 = series("m3", start, [2.0] * 49) + [("m3", start + 49 * Q, 500.0, False, True)]  # anomaly received
+    found = completeness(readings_frame(m1 + m2 + m3), day, BERLIN)
+    expected_frame = completeness_frame(
+        [
+            ("m1", expected, expected - 3, 3, round((expected - 3) / expected, 6)),
+            ("m2", expected, 0, expected, 0.0),
+            ("m3", expected, 50, expected - 50, round(50 / expected, 6)),
+        ]
+    )
+    assert_frame_equal(found, expected_frame, check_exact=True)
+
+
+def test_completeness_counts_the_repeated_autumn_hour_twice() -> None:
+    # 00:00 UTC and 01:00 UTC on 2024-10-27 are both 02:00-ish local: two distinct intervals.
+    rows = series("m1", utc(2024, 10, 27, 0), [1.0] * 8)
+    found = completeness(readings_frame(rows), AUTUMN, BERLIN)
+    assert found.select("received_intervals", "missing_intervals").row(0) == (8, 92)
+
+
+# --- the grid and actual readings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("day", "rows"), [(SPRING, 92), (AUTUMN, 100), (DAY, 96)])
+def test_full_grid_per_meter(day: date, rows: int) -> None:
+    start, end = local_day_bounds(day, "Europe/Berlin")
+    readings = readings_frame([("m1", start + 4 * Q, 1.0, False, False), ("m2", end - Q, None, True, False)])
+    estimated = estimate(readings, None, BERLIN, day)
+    assert estimated.group_by("meter_id").len().sort("meter_id").rows() == [("m1", rows), ("m2", rows)]
+    assert estimated.get_column("reading_ts").min() == start
+    assert estimated.get_column("reading_ts").max() == end - Q
+    assert estimated.schema == pl.Schema(ESTIMATE_SCHEMA)
+
+
+def test_actual_readings_are_kept_and_coded() -> None:
+    rows = series("m1", MIDNIGHT, [1.0, 150.0, 0.0, 2.0])
+    readings = flagged(rows, faulty_at=(MIDNIGHT + 2 * Q,)).with_columns(is_anomaly=pl.col("energy_kw") > 100)
+    estimated = estimate(readings, None, CONFIG, DAY).head(5)
+    expected = pl.DataFrame(
+        [
+            ("m1", MIDNIGHT, 1.0, None, 1.0, "actual"),
+            ("m1", MIDNIGHT + Q, 150.0, None, 150.0, "anomaly"),
+            ("m1", MIDNIGHT + 2 * Q, 0.0, None, 0.0, "faulty"),
+            ("m1", MIDNIGHT + 3 * Q, 2.0, None, 2.0, "actual"),
+            ("m1", MIDNIGHT + 4 * Q, None, None, None, "missing"),
+        ],
+        schema=ESTIMATE_SCHEMA,
+        orient="row",
+    )
+    assert_frame_equal(estimated, expected, check_exact=True)
+
+
+def test_meter_with_only_missing_rows_is_all_missing() -> None:
+    estimated = estimate(readings_frame(series("m1", MIDNIGHT, [None] * 3)), None, CONFIG, DAY)
+    assert estimated.get_column("quality_code").unique().to_list() == ["missing"]
+    assert estimated.get_column("value_kw").null_count() == 96
+
+
+# --- linear interpolation of short gaps ---------------------------------------------------------
+
+T8 = utc(2024, 6, 3, 8, 0)
+
+
+def gap_readings(missing: int, right_kw: float, as_rows: bool = False) -> list[tuple]:
+    """1.0 kW at 08:00, ``missing`` intervals without value, ``right_kw`` after them."""
+    gap = series("m1", T8 + Q, [None] * missing) if as_rows else []
+    return [("m1", T8, 1.0, False, False), *gap, ("m1", T8 + (missing + 1) * Q, right_kw, False, False)]
+
+
+@pytest.mark.parametrize(
+    ("missing", "right_kw", "values"),
+    [
+        pytest.param(1, 2.0, [1.5], id="one_interval"),
+        pytest.param(2, 2.5, [1.5, 2.0], id="30_min"),
+        pytest.param(3, 3.0, [1.5, 2.0, 2.5], id="45_min"),
+        pytest.param(4, 3.5, [1.5, 2.0, 2.5, 3.0], id="60_min_at_the_limit"),
+        pytest.param(2, 0.0, [2 / 3, 1 / 3], id="downwards"),
+    ],
+)
+@pytest.mark.parametrize("as_rows", [False, True], ids=["intervals_never_sent", "null_reading_rows"])
+def test_short_gap_is_interpolated(missing: int, right_kw: float, values: list[float], as_rows: bool) -> None:
+    estimated = estimate(readings_frame(gap_readings(missing, right_kw, as_rows)), None, CONFIG, DAY)
+    gap = estimated.filter(pl.col("reading_ts").is_between(T8 + Q, T8 + missing * Q))
+    assert gap.get_column("quality_code").to_list() == ["estimated_linear"] * missing
+    assert gap.get_column("estimated_kw").to_list() == pytest.approx(values, rel=1e-15)
+    assert gap.get_column("value_kw").to_list() == gap.get_column("estimated_kw").to_list()
+    assert gap.get_column("energy_kw").null_count() == missing
+    # The neighbours are untouched actual readings.
+    assert codes_and_values(estimated, T8, 1) == [("actual", 1.0)]
+    assert codes_and_values(estimated, T8 + (missing + 1) * Q, 1) == [("actual", right_kw)]
+
+
+def test_interpolation_is_linear_in_time_between_uneven_values() -> None:
+    estimated = estimate(readings_frame(gap_readings(2, 2.0)), None, CONFIG, DAY)
+    gap = estimated.filter(pl.col("quality_code") == "estimated_linear")
+    assert gap.get_column("estimated_kw").to_list() == pytest.approx([4 / 3, 5 / 3], rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("short_gap_minutes", "missing", "code"),
+    [
+        (60, 5, "missing"),  # 75 minutes: too long, and no history
+        (30, 2, "estimated_linear"),
+        (30, 3, "missing"),
+        (90, 6, "estimated_linear"),
+    ],
+)
+def test_short_gap_limit_is_configurable(short_gap_minutes: int, missing: int, code: str) -> None:
+    config = RulesConfig(short_gap_minutes=short_gap_minutes)
+    estimated = estimate(readings_frame(gap_readings(missing, 5.0)), None, config, DAY)
+    assert [c for c, _ in codes_and_values(estimated, T8 + Q, missing)] == [code] * missing
+
+
+@pytest.mark.parametrize("neighbour", ["anomaly", "faulty"])
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_gap_next_to_an_invalid_reading_is_not_interpolated(neighbour: str, side: str) -> None:
+    at = T8 if side == "before" else T8 + 2 * Q
+    readings = flagged(gap_readings(1, 2.0), faulty_at=(at,) if neighbour == "faulty" else ())
+    if neighbour == "anomaly":
+        readings = readings.with_columns(is_anomaly=pl.col("reading_ts") == at)
+    estimated = estimate(readings, None, CONFIG, DAY)
+    assert codes_and_values(estimated, T8 + Q, 1) == [("missing", None)]
+    assert codes_and_values(estimated, at, 1)[0][0] == neighbour
+
+
+def test_gap_across_midnight_uses_the_previous_day_as_neighbour() -> None:
+    # 00:00 missing on the day; 23:45 the day before is in history.
+    readings = readings_frame(series("m1", MIDNIGHT + Q, [3.0]))
+    history = readings_frame([("m1", MIDNIGHT - Q, 1.0, False, False)])
+    assert codes_and_values(estimate(readings, history, CONFIG, DAY), MIDNIGHT, 1) == [
+        ("estimated_linear", 2.0)
+    ]
+    assert codes_and_values(estimate(readings, None, CONFIG, DAY), MIDNIGHT, 1) == [("missing", None)]
+
+
+def test_gap_at_the_end_of_the_day_without_the_next_day_stays_missing() -> None:
+    last = utc(2024, 6, 3, 23, 30)
+    readings = readings_frame(series("m1", last, [1.0]))
+    assert codes_and_values(estimate(readings, None, CONFIG, DAY), last, 2) == [
+        ("actual", 1.0),
+        ("missing", None),
+    ]
+
+
+# --- history estimates for long gaps ------------------------------------------------------------
+
+T12 = utc(2024, 6, 3, 12, 0)  # a Monday
+
+
+def long_gap_day() -> pl.DataFrame:
+    """m1 actual 1.0 all day except 12:00-13:45 (8 intervals, two hours)."""
+    kws: list[float | None] = [1.0] * 96
+    kws[48:56] = [None] * 8
+    return readings_frame(series("m1", MIDNIGHT, kws))
+
+
+def history_frame() -> pl.DataFrame:
+    week = timedelta(weeks=1)
+    rows = [
+        ("m1", T12 - week, 2.0, False, False),
+        ("m1", T12 - 2 * week, 4.0, False, False),
+        ("m1", T12 - 3 * week, 6.0, False, False),
+        ("m1", T12 - 4 * week, 8.0, False, False),
+        ("m1", T12 - 5 * week, 100.0, False, False),  # beyond four weeks
+        ("m1", T12 - timedelta(days=1), 50.0, False, False),  # Sunday, not Monday
+        ("m1", T12 - 2 * week + 2 * Q, 500.0, False, True),  # anomaly: not a source
+        ("m1", T12 - week + 2 * Q, 3.0, False, False),
+        ("m1", T12 - week + 3 * Q, None, True, False),
+        ("m2", T12 - week + Q, 9.0, False, False),  # another meter
+    ]
+    return readings_frame(rows)
+
+
+@pytest.mark.parametrize(("weeks", "kw_at_noon"), [(1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0), (5, 24.0)])
+def test_long_gap_from_same_weekday_and_time_in_history(weeks: int, kw_at_noon: float) -> None:
+    estimated = estimate(long_gap_day(), history_frame(), RulesConfig(history_weeks=weeks), DAY)
+    assert codes_and_values(estimated, T12, 4) == [
+        ("estimated_history", kw_at_noon),
+        ("missing", None),
+        ("estimated_history", 3.0),
+        ("missing", None),
+    ]
+    assert estimated.filter(pl.col("reading_ts") == T12).get_column("energy_kw").to_list() == [None]
+
+
+def test_short_gap_without_actual_neighbours_falls_back_to_history() -> None:
+    readings = flagged(gap_readings(1, 2.0), faulty_at=(T8,))
+    history = readings_frame([("m1", T8 + Q - timedelta(weeks=2), 6.0, False, False)])
+    assert codes_and_values(estimate(readings, history, CONFIG, DAY), T8 + Q, 1) == [
+        ("estimated_history", 6.0)
+    ]
+
+
+def test_history_matches_local_time_across_a_dst_change() -> None:
+    # Tuesday 2024-04-02 (CEST, UTC+2); the Tuesday before was CET (UTC+1). 10:00 local is
+    # 08:00 UTC on the day and 09:00 UTC a week earlier.
+    day = date(2024, 4, 2)
+    start, _ = local_day_bounds(day, "Europe/Berlin")
+    kws: list[float | None] = [1.0] * 96
+    kws[40:48] = [None] * 8  # 10:00-11:45 local
+    history = readings_frame(
+        [
+            ("m1", utc(2024, 3, 26, 9, 0), 7.0, False, False),  # 10:00 CET
+            ("m1", utc(2024, 3, 26, 8, 0), 1.5, False, False),  # 09:00 CET
+        ]
+    )
+    estimated = estimate(readings_frame(series("m1", start, kws)), history, BERLIN, day)
+    assert codes_and_values(estimated, utc(2024, 4, 2, 8, 0), 1) == [("estimated_history", 7.0)]
+
+
+def test_history_is_per_meter() -> None:
+    day_rows = series("m1", T12 - Q, [1.0]) + series("m2", T12 - Q, [1.0])
+    estimated = estimate(readings_frame(day_rows), history_frame(), CONFIG, DAY)
+    at_1215 = estimated.filter(pl.col("reading_ts") == T12 + Q).sort("meter_id")
+    assert at_1215.select("meter_id", "quality_code", "value_kw").rows() == [
+        ("m1", "missing", None),
+        ("m2", "estimated_history", 9.0),
+    ]
+
+
+def test_empty_readings() -> None:
+    assert_frame_equal(estimate(readings_frame([]), None, CONFIG, DAY), pl.DataFrame(schema=ESTIMATE_SCHEMA))
+    assert_frame_equal(completeness(readings_frame([]), DAY, CONFIG), completeness_frame([]))

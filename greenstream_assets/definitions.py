@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from greenstream_assets.defs import ingestion, quality, reports, warehouse
+from greenstream_assets.defs import analytics, ingestion, quality, reports, warehouse
 from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.defs.sensors import landing_zone_sensor
@@ -31,6 +31,11 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             warehouse.meter_readings_archive,
             reports.daily_peaks,
             reports.faulty_meters,
+            analytics.estimated_readings,
+            analytics.meter_daily_peaks,
+            analytics.faulty_meter_incidents,
+            analytics.hourly_meter_features,
+            analytics.daily_quality,
         ],
         jobs=[ingest_job, daily_job],
         sensors=[landing_zone_sensor],

@@ -92,14 +92,18 @@ def run_landing_zone(
             for name, source, key in SUMMARY_FIELDS:
                 if source == asset and key in meta:
                     values[name] = meta[key].value
-        failed_checks = [
-            e.asset_check_evaluation_data.check_name
-            for e in result.all_events
-            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-            and not e.asset_check_evaluation_data.passed
-        ]
+        failed_checks, warnings = [], []
+        for event in result.all_events:
+            if event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                continue
+            evaluation = event.asset_check_evaluation_data
+            if not evaluation.passed:
+                warned = evaluation.severity == dg.AssetCheckSeverity.WARN
+                (warnings if warned else failed_checks).append(evaluation.check_name)
         if failed_checks:
             values["status"] = "CHECKS FAILED: " + ",".join(failed_checks)
+        elif warnings and result.success:
+            values["status"] = "ok (warn: " + ",".join(warnings) + ")"
         if not result.success or failed_checks:
             summary.failed.append(f"{each.isoformat()}: {values['status']} (run {result.run_id})")
         summary.days[each] = values

@@ -11,6 +11,11 @@ DAILY_ASSETS = [
     "meter_readings_archive",
     "daily_peaks",
     "faulty_meters",
+    "estimated_readings",
+    "meter_daily_peaks",
+    "faulty_meter_incidents",
+    "hourly_meter_features",
+    "daily_quality",
 ]
 
 ingest_job = dg.define_asset_job(

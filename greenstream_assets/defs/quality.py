@@ -61,8 +61,12 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
     result = validate_readings(raw, rules.config(), day)
     lake.write_parquet(store, lake.layer_key("cleansed_readings", day), result.cleansed)
     lake.write_jsonl(store, lake.quarantine_key(day), result.quarantined)
-
     counts = result.reason_counts()
+    lake.write_json(
+        store,
+        lake.validation_stats_key(day),
+        {"rows_in": result.rows_in, "rows_collapsed": result.collapsed_rows, "reasons": counts},
+    )
     yield dg.MaterializeResult(
         asset_key=CLEANSED,
         metadata={

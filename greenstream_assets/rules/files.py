@@ -18,6 +18,14 @@ class RejectedFile(ValueError):
         self.detail = detail
 
 
+# Bytes that never appear in CSV text (tab, newline and carriage return excepted).
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 13))
+
+
+def _control_bytes(data: bytes) -> int:
+    return len(data) - len(data.translate(None, _CONTROL))
+
+
 def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
     """Parse CSV bytes to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
 
@@ -28,9 +36,9 @@ def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
     """
     if not data.strip():
         raise RejectedFile("empty_file", "the file has no content")
-    # Binary data (an image, an archive) is full of NUL bytes; a stray one in a text file is a bad
-    # value, quarantined with its row.
-    if data.count(b"\x00") * 100 > len(data):
+    # Binary data (an image, an archive) is full of NUL and other control bytes; a stray one in a
+    # text file is a bad value, quarantined with its row.
+    if _control_bytes(data) * 100 > len(data):
         raise RejectedFile("not_text", "the file is binary data (NUL bytes), not CSV text")
     try:
         text = data.decode("utf-8-sig")

@@ -54,6 +54,22 @@ def layer_key(layer: str, day: date) -> str:
     return f"layers/{layer}/date={day.isoformat()}.parquet"
 
 
+def validation_stats_key(day: date) -> str:
+    return f"layers/validation_stats/date={day.isoformat()}.json"
+
+
+def estimated_key(day: date) -> str:
+    return f"vee/estimated_readings/date={day.isoformat()}/part-0.parquet"
+
+
+def features_key(day: date) -> str:
+    return f"features/hourly/date={day.isoformat()}/part-0.parquet"
+
+
+def read_parquet_if_exists(store: BlobStore, key: str) -> pl.DataFrame | None:
+    return read_parquet(store, key) if store.exists(key) else None
+
+
 def quarantine_key(day: date) -> str:
     return f"quarantine/date={day.isoformat()}/quarantined_readings.jsonl"
 

@@ -26,7 +26,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from greenstream_assets.storage.warehouse import TABLES
+from greenstream_assets.storage.warehouse import TABLES, VIEWS
 
 PG_TYPES = {
     "VARCHAR": "TEXT",
@@ -95,14 +95,35 @@ def _migrations() -> list[list[sql.Composable]]:
         ),
         sql.SQL("CREATE TABLE daily_peaks ({}, PRIMARY KEY (reading_date))").format(columns("daily_peaks")),
     ]
-    for table, cols in TABLES.items():
-        for name, _, comment in cols:
-            v1.append(
-                sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                    sql.Identifier(table), sql.Identifier(name), sql.Literal(comment)
-                )
+
+    def comments(tables: tuple[str, ...]) -> list[sql.Composable]:
+        return [
+            sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                sql.Identifier(table), sql.Identifier(name), sql.Literal(comment)
             )
-    return [v1]
+            for table in tables
+            for name, _, comment in TABLES[table]
+        ]
+
+    v1 += comments(("meter_readings", "faulty_meters", "daily_peaks"))
+    # v2: the per-meter report, the faulty-meter registry, completeness and data-quality history.
+    v2_keys = {
+        "meter_daily_peaks": "reading_date, meter_id",
+        "faulty_incident_days": "reading_date, meter_id, start_ts",
+        "meter_completeness": "reading_date, meter_id",
+        "daily_quality": "reading_date",
+    }
+    v2: list[sql.Composable] = [
+        sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
+            sql.Identifier(table), columns(table), sql.SQL(key)
+        )
+        for table, key in v2_keys.items()
+    ]
+    v2 += [
+        sql.SQL("CREATE VIEW {} AS {}").format(sql.Identifier(v), sql.SQL(body)) for v, body in VIEWS.items()
+    ]
+    v2 += comments(tuple(v2_keys))
+    return [v1, v2]
 
 
 class PostgresWarehouse:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # table -> (column, DuckDB type, comment); every table has reading_date, the day it belongs to.
 TABLES: dict[str, list[tuple[str, str, str]]] = {
@@ -46,11 +46,72 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("peak_kw", "DOUBLE", "Total kW at peak_ts; missing and anomalous readings excluded"),
         ("meters_reporting", "INTEGER NOT NULL", "Meters whose readings make the peak total"),
     ],
+    "meter_daily_peaks": [
+        ("reading_date", "DATE NOT NULL", "Day partition (UTC)"),
+        ("meter_id", "VARCHAR NOT NULL", "Meter"),
+        ("peak_kw", "DOUBLE", "The meter's highest actual reading of the day (kW); anomalies excluded"),
+        ("peak_ts", "TIMESTAMPTZ", "Instant of peak_kw, UTC (earliest on a tie)"),
+        ("energy_kwh", "DOUBLE", "Energy of the day: kW x interval hours, estimated intervals included"),
+        ("peak_period_kwh", "DOUBLE", "Energy inside the tariff peak window"),
+        ("off_peak_kwh", "DOUBLE", "Energy outside the tariff peak window"),
+        ("average_kw", "DOUBLE", "Mean kW over the intervals used"),
+        ("load_factor", "DOUBLE", "average_kw / peak_kw; NULL when the peak is 0 or unknown"),
+        ("intervals_used", "INTEGER NOT NULL", "Intervals in energy_kwh"),
+        ("estimated_intervals_used", "INTEGER NOT NULL", "Of those, intervals estimated by VEE"),
+        ("peak_includes_estimated", "BOOLEAN NOT NULL", "Whether estimated readings could set peak_kw"),
+    ],
+    "faulty_incident_days": [
+        ("reading_date", "DATE NOT NULL", "The day whose computation reported this state of the incident"),
+        ("meter_id", "VARCHAR NOT NULL", "Meter stuck at or near zero"),
+        (
+            "start_ts",
+            "TIMESTAMPTZ NOT NULL",
+            "First near-zero reading of the incident (may be on an earlier day)",
+        ),
+        ("end_ts", "TIMESTAMPTZ", "Last near-zero reading once the meter recovered; NULL while open"),
+        ("last_zero_ts", "TIMESTAMPTZ NOT NULL", "Latest near-zero reading seen so far"),
+        ("duration_hours", "DOUBLE NOT NULL", "last_zero_ts - start_ts in hours"),
+        ("status", "VARCHAR NOT NULL", "open (still stuck at the end of the day) or closed"),
+        ("readings", "INTEGER NOT NULL", "Near-zero readings in the incident so far"),
+    ],
+    "meter_completeness": [
+        ("reading_date", "DATE NOT NULL", "Day partition"),
+        ("meter_id", "VARCHAR NOT NULL", "Meter"),
+        (
+            "expected_intervals",
+            "INTEGER NOT NULL",
+            "Intervals in the local day (92/100 on DST days at 15 min)",
+        ),
+        ("received_intervals", "INTEGER NOT NULL", "Intervals with an actual value"),
+        ("missing_intervals", "INTEGER NOT NULL", "expected - received"),
+        ("completeness_ratio", "DOUBLE NOT NULL", "received / expected"),
+    ],
+    "daily_quality": [
+        ("reading_date", "DATE NOT NULL", "Day partition"),
+        ("rows_in", "BIGINT NOT NULL", "Raw rows of the day"),
+        ("rows_kept", "BIGINT NOT NULL", "Rows in meter_readings"),
+        ("rows_quarantined", "BIGINT NOT NULL", "Rows in the quarantine"),
+        ("rows_collapsed", "BIGINT NOT NULL", "Exact duplicates collapsed"),
+        ("invalid_rows", "BIGINT NOT NULL", "= rows_quarantined"),
+        ("invalid_units", "BIGINT NOT NULL", "Quarantined: invalid_unit"),
+        ("invalid_timestamps", "BIGINT NOT NULL", "Quarantined: invalid_timestamp or timestamp_out_of_range"),
+        ("conflicting_duplicates", "BIGINT NOT NULL", "Quarantined: conflicting_duplicate"),
+        ("negative_values", "BIGINT NOT NULL", "Quarantined: negative_value"),
+        ("missing_values", "BIGINT NOT NULL", "Kept with is_missing"),
+        ("anomalies", "BIGINT NOT NULL", "Kept with is_anomaly"),
+        ("faulty_meters", "BIGINT NOT NULL", "Meters with a faulty period that day"),
+        ("estimated_intervals", "BIGINT NOT NULL", "Intervals estimated by VEE"),
+    ],
 }
-INDEXES = {
-    "meter_readings": ["reading_date"],
-    "faulty_meters": ["reading_date"],
-    "daily_peaks": ["reading_date"],
+INDEXES = {table: ["reading_date"] for table in TABLES}
+# The faulty-meter registry: one row per incident, in the state its latest day reported.
+VIEWS = {
+    "faulty_meter_incidents": (
+        "SELECT meter_id, start_ts, end_ts, duration_hours, status, readings, last_zero_ts, "
+        "reading_date AS last_reported_date FROM ("
+        "SELECT *, row_number() OVER (PARTITION BY meter_id, start_ts ORDER BY reading_date DESC) AS rn "
+        "FROM faulty_incident_days) latest WHERE rn = 1"
+    ),
 }
 
 
@@ -112,6 +173,8 @@ class DuckDBWarehouse:
                     conn.execute(f"COMMENT ON COLUMN {table}.{name} IS '{_sql_text(comment)}'")
                 for column in INDEXES[table]:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column}_idx ON {table} ({column})")
+            for view, body in VIEWS.items():
+                conn.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
             current = conn.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
             if current is None or current < SCHEMA_VERSION:
                 conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])

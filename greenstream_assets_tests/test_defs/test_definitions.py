@@ -3,6 +3,7 @@
 import dagster as dg
 
 from greenstream_assets import code_location
+from greenstream_assets.defs.analytics import NEW_FAULTY_INCIDENTS, QUALITY_DRIFT
 from greenstream_assets.defs.checks import (
     ARCHIVE_MATCHES_TABLE,
     CLEANSED_SCHEMA,
@@ -41,6 +42,16 @@ def test_lineage_edges():
     assert parents("meter_readings_archive") == {"flagged_anomalies"}
     assert parents("daily_peaks") == {"meter_readings", "meter_readings_archive"}
     assert parents("faulty_meters") == {"flagged_anomalies", "meter_readings"}
+    assert parents("estimated_readings") == {"flagged_anomalies", "meter_readings_archive"}
+    assert parents("meter_daily_peaks") == {"estimated_readings"}
+    assert parents("faulty_meter_incidents") == {"flagged_anomalies", "meter_readings_archive"}
+    assert parents("hourly_meter_features") == {"estimated_readings"}
+    assert parents("daily_quality") == {
+        "cleansed_readings",
+        "quarantined_readings",
+        "flagged_anomalies",
+        "estimated_readings",
+    }
 
 
 def test_every_asset_is_described_grouped_and_daily():
@@ -63,6 +74,11 @@ def test_every_asset_is_described_grouped_and_daily():
         "meter_readings_archive": "warehouse",
         "daily_peaks": "reports",
         "faulty_meters": "reports",
+        "estimated_readings": "quality",
+        "meter_daily_peaks": "reports",
+        "faulty_meter_incidents": "reports",
+        "hourly_meter_features": "reports",
+        "daily_quality": "reports",
     }
 
 
@@ -75,6 +91,8 @@ def test_checks_and_which_block():
         ("cleansed_readings", ROWS_CONSERVED),
         ("meter_readings", TABLE_SCHEMA),
         ("meter_readings_archive", ARCHIVE_MATCHES_TABLE),
+        ("faulty_meter_incidents", NEW_FAULTY_INCIDENTS),
+        ("daily_quality", QUALITY_DRIFT),
     }
     blocking = {key for key, spec in checks.items() if spec.blocking}
     assert blocking == {("cleansed_readings", CLEANSED_SCHEMA), ("cleansed_readings", ROWS_CONSERVED)}

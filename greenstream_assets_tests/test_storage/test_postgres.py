@@ -46,7 +46,7 @@ def warehouse(pg_url, pg_schema):
 
 def test_schema_is_versioned_idempotent_and_commented(warehouse):
     warehouse.ensure_schema()
-    assert warehouse.query("SELECT version FROM schema_version").rows() == [(1,)]
+    assert warehouse.query("SELECT version FROM schema_version ORDER BY 1").rows() == [(1,), (2,)]
     comment = warehouse.query(
         "SELECT col_description('meter_readings'::regclass, attnum) FROM pg_attribute "
         "WHERE attrelid = 'meter_readings'::regclass AND attname = 'energy_kw'"

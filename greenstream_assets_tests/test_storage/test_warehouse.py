@@ -32,7 +32,7 @@ def test_replacing_a_day_twice_keeps_one_copy_and_other_days(tmp_path):
     warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
     rows = warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks ORDER BY reading_date").rows()
     assert rows == [(date(2024, 3, 3), 9.0), (DAY, 2.0)]
-    assert warehouse.query("SELECT max(version) FROM schema_version").item() == 1
+    assert warehouse.query("SELECT max(version) FROM schema_version").item() == 2
 
 
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):

@@ -1,0 +1,114 @@
+"""The outputs people act on, through the whole graph: per-meter report, the faulty-meter registry
+across midnight, VEE, features and data-quality history, with exact values."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from greenstream_assets.runner import run_landing_zone
+from greenstream_assets.storage import lake
+from greenstream_assets_tests.conftest import csv
+
+MON, TUE = date(2024, 3, 4), date(2024, 3, 5)
+
+
+def at(day: date, minutes: int) -> str:
+    return (datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(minutes=minutes)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def series(meter: str, day: date, values: list[float]) -> list[str]:
+    return [f"{meter},{at(day, 15 * i)},{v},kW" for i, v in enumerate(values)]
+
+
+def run(platform):
+    summary = run_landing_zone(instance=platform.instance, resources={"storage": platform.storage})
+    assert summary.failed == []
+    return summary
+
+
+# M1 goes to zero at 18:00 on Monday (5h45m of zeros that day: not yet faulty) and recovers at
+# 02:15 on Tuesday: one 8-hour incident across midnight. M2 draws 2 kW all the time.
+MON_FILE = csv(*series("M1", MON, [1.0] * 72 + [0.0] * 24), *series("M2", MON, [2.0] * 96))
+TUE_FILE = csv(*series("M1", TUE, [0.0] * 9 + [1.0] * 87), *series("M2", TUE, [2.0] * 96))
+
+
+@pytest.mark.parametrize("platform", ["local", "postgres"], indirect=True)
+def test_reports_registry_vee_features_and_quality(platform):
+    platform.drop("mon.csv", MON_FILE)
+    platform.drop("tue.csv", TUE_FILE)
+    summary = run(platform)
+    assert sorted(summary.days) == [MON, TUE]
+    assert summary.days[MON]["status"] == "ok"
+    assert summary.days[TUE]["status"] == "ok (warn: new_faulty_incidents)"
+
+    incidents = platform.query(
+        "SELECT meter_id, start_ts, end_ts, duration_hours, status, readings FROM faulty_meter_incidents"
+    ).rows()
+    assert incidents == [
+        ("M1", datetime(2024, 3, 4, 18, tzinfo=UTC), datetime(2024, 3, 5, 2, tzinfo=UTC), 8.0, "closed", 33)
+    ]
+    # Re-running Tuesday does not duplicate the incident.
+    rerun = run_landing_zone(TUE, instance=platform.instance, resources={"storage": platform.storage})
+    assert rerun.failed == []
+    assert platform.query("SELECT count(*) FROM faulty_meter_incidents").item() == 1
+
+    report = platform.query(
+        "SELECT meter_id, peak_kw, peak_ts, energy_kwh, peak_period_kwh, off_peak_kwh, average_kw, load_factor, "
+        "intervals_used FROM meter_daily_peaks WHERE reading_date = ? ORDER BY meter_id",
+        [MON],
+    ).rows()
+    assert report == [
+        ("M1", 1.0, datetime(2024, 3, 4, tzinfo=UTC), 18.0, 1.0, 17.0, 0.75, 0.75, 96),
+        ("M2", 2.0, datetime(2024, 3, 4, tzinfo=UTC), 48.0, 8.0, 40.0, 2.0, 1.0, 96),
+    ]
+
+    completeness = platform.query(
+        "SELECT meter_id, expected_intervals, received_intervals, completeness_ratio FROM meter_completeness "
+        "WHERE reading_date = ? ORDER BY meter_id",
+        [TUE],
+    ).rows()
+    assert completeness == [("M1", 96, 96, 1.0), ("M2", 96, 96, 1.0)]
+    codes = (
+        lake.read_parquet(platform.lake, lake.estimated_key(TUE))
+        .group_by("quality_code")
+        .len()
+        .sort("quality_code")
+    )
+    # Rule 5's is_faulty flag is per day (Tuesday's two zero hours alone are not a fault); the
+    # registry above is what follows a run across midnight.
+    assert codes.rows() == [("actual", 192)]
+
+    features = lake.read_parquet(platform.lake, lake.features_key(TUE)).filter(pl.col("meter_id") == "M2")
+    assert features.height == 24
+    assert set(features.get_column("kwh")) == {2.0}
+    assert set(features.get_column("prev_day_same_hour_kwh")) == {2.0}
+    assert features.get_column("prev_week_same_hour_kwh").null_count() == 24
+
+    quality = platform.query(
+        "SELECT reading_date, rows_in, rows_kept, rows_quarantined, anomalies, faulty_meters FROM daily_quality "
+        "ORDER BY reading_date"
+    ).rows()
+    assert quality == [(MON, 192, 192, 0, 0, 0), (TUE, 192, 192, 0, 0, 0)]
+
+
+@pytest.mark.parametrize("platform", ["local"], indirect=True)
+def test_the_drift_check_warns_when_invalid_rows_jump(platform):
+    days = [MON + timedelta(days=i) for i in range(4)]
+    for day in days[:3]:
+        platform.drop(f"{day}.csv", csv(*series("M1", day, [1.0] * 96)))
+    # The last day: a firmware update sends a third of the rows in an unknown unit.
+    bad = series("M1", days[3], [1.0] * 96)
+    bad = [row.replace(",kW", ",kWh") if i % 3 == 0 else row for i, row in enumerate(bad)]
+    platform.drop(f"{days[3]}.csv", csv(*bad))
+    summary = run(platform)
+    assert [summary.days[d]["status"] for d in days] == ["ok", "ok", "ok", "ok (warn: quality_drift)"]
+    record = platform.instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("daily_quality"), "quality_drift"),
+        limit=1,
+    )[0]
+    metadata = record.event.dagster_event.asset_check_evaluation_data.metadata
+    assert metadata["drifted_rules"].value == "invalid_rate"

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from greenstream_assets.defs import analytics, ingestion, quality, reports, warehouse
+from greenstream_assets.defs import analytics, ingestion, operations, quality, reports, warehouse
 from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.defs.sensors import landing_zone_sensor
@@ -37,8 +37,10 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             analytics.hourly_meter_features,
             analytics.daily_quality,
         ],
-        jobs=[ingest_job, daily_job],
-        sensors=[landing_zone_sensor],
+        asset_checks=[operations.yesterday_landed],
+        jobs=[ingest_job, daily_job, operations.freshness_job],
+        schedules=[operations.freshness_schedule()],
+        sensors=[landing_zone_sensor, operations.run_failure_alerts],
         resources={"storage": default_storage(), "rules": RulesResource(), **(resources or {})},
         # A day's steps are cheap next to a process start (~3 s each): run them in one process and
         # get parallelism across days (runs) instead.

@@ -11,6 +11,7 @@ from greenstream_assets.defs.checks import (
     ROWS_CONSERVED,
     TABLE_SCHEMA,
 )
+from greenstream_assets.defs.operations import YESTERDAY_LANDED
 from greenstream_assets.defs.partitions import daily_partitions
 
 
@@ -24,8 +25,9 @@ def test_definitions_load_and_validate():
         "ingest_landing_job",
         "daily_readings_job",
     }
-    assert [s.name for s in code_location.sensors] == ["landing_zone_sensor"]
-    assert code_location.sensors[0].default_status == dg.DefaultSensorStatus.RUNNING
+    assert [s.name for s in code_location.sensors] == ["landing_zone_sensor", "run_failure_alerts"]
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in code_location.sensors)
+    assert [s.name for s in code_location.schedules] == ["freshness_check_schedule"]
 
 
 def test_lineage_edges():
@@ -93,6 +95,7 @@ def test_checks_and_which_block():
         ("meter_readings_archive", ARCHIVE_MATCHES_TABLE),
         ("faulty_meter_incidents", NEW_FAULTY_INCIDENTS),
         ("daily_quality", QUALITY_DRIFT),
+        ("meter_readings", YESTERDAY_LANDED),
     }
     blocking = {key for key, spec in checks.items() if spec.blocking}
     assert blocking == {("cleansed_readings", CLEANSED_SCHEMA), ("cleansed_readings", ROWS_CONSERVED)}

@@ -131,7 +131,14 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             lake=str(tmp_path / "lake"),
             warehouse=str(tmp_path / "warehouse.duckdb"),
         )
-    else:
+    elif kind == "postgres":
+        storage = StorageResource(
+            landing=str(tmp_path / "landing"),
+            lake=str(tmp_path / "lake"),
+            warehouse=request.getfixturevalue("pg_url"),
+            warehouse_schema=request.getfixturevalue("pg_schema"),
+        )
+    elif kind == "s3":
         s3 = request.getfixturevalue("s3_env")
         bucket = new_bucket(s3)
         storage = StorageResource(
@@ -139,6 +146,8 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             lake=f"s3://{bucket}/lake",
             warehouse=str(tmp_path / "warehouse.duckdb"),
         )
+    else:
+        raise ValueError(f"unknown platform kind {kind!r}")
     with dg.instance_for_test() as instance:
         yield Platform(kind, tmp_path, storage, storage.landing_store(), storage.lake_store(), instance, s3)
 

@@ -1,6 +1,11 @@
 """Runs that fail: the previous day stays readable, and a rerun ends as a clean run would."""
 
+import subprocess
+import sys
 from datetime import date
+
+import dagster as dg
+import pytest
 
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
@@ -73,3 +78,51 @@ def test_a_run_killed_while_publishing_the_archive_keeps_the_previous_one(platfo
     archived = lake.read_parquet(platform.lake, lake.archive_key(MON)).sort("meter_id")
     assert archived.select("meter_id", "energy_kw").rows() == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
     assert readings(platform) == archived.select("meter_id", "energy_kw").rows()
+
+
+KILLER = """
+import sys, time, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as admin:
+    for _ in range(200_000):
+        pids = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'greenstream' "
+            "AND query ILIKE 'COPY %load%' AND state = 'active'"
+        ).fetchall()
+        if pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pids[0][0]])
+            print("killed", flush=True)
+            break
+        time.sleep(0.002)
+"""
+
+
+@pytest.mark.parametrize("platform", ["postgres"], indirect=True)
+def test_a_connection_killed_mid_load_is_retried_to_exactly_one_copy(platform, pg_url):
+    meters = 4_000
+    rows = [
+        f"M{m:05d},2024-03-04T{h:02d}:{q * 15:02d}:00Z,1.5,kW"
+        for m in range(meters)
+        for h in range(24)
+        for q in range(4)
+    ]
+    platform.drop("big.csv", csv(*rows))
+    # The killer is its own process (as an operator's pg_terminate_backend would be).
+    killer = subprocess.Popen([sys.executable, "-c", KILLER, pg_url], stdout=subprocess.PIPE, text=True)
+    summary = run_landing_zone(instance=platform.instance, resources={"storage": platform.storage})
+    killer.terminate()
+    output, _ = killer.communicate(timeout=30)
+    assert output.strip() == "killed"
+    assert summary.failed == []
+    (run,) = platform.instance.get_runs(filters=dg.RunsFilter(job_name="daily_readings_job"))
+    retried = [
+        e.dagster_event.step_key
+        for e in platform.instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert retried == ["meter_readings"]
+    assert readings_count(platform) == (meters * 96, meters * 96)
+
+
+def readings_count(platform):
+    query = "SELECT count(*) AS n, count(DISTINCT (meter_id, reading_ts)) AS keys FROM meter_readings"
+    return platform.query(query).row(0)

@@ -21,6 +21,16 @@ FAULTY_PERIOD_SCHEMA = {
 }
 
 
+def near_zero(config: RulesConfig) -> pl.Expr:
+    """A reading that can be part of a stuck period: at or below the threshold, not an anomaly."""
+    return (pl.col("energy_kw") <= config.near_zero_kw) & ~pl.col("is_anomaly")
+
+
+def run_starts(flag: pl.Expr) -> pl.Expr:
+    """True where ``flag`` changes or a new meter begins, over rows sorted by meter and time."""
+    return ((flag != flag.shift(1)) | (pl.col("meter_id") != pl.col("meter_id").shift(1))).fill_null(True)
+
+
 def flag_faulty(readings: pl.DataFrame, config: RulesConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return ``readings`` with ``is_faulty`` added, and the faulty periods found in them.
 
@@ -28,12 +38,12 @@ def flag_faulty(readings: pl.DataFrame, config: RulesConfig) -> tuple[pl.DataFra
     meter and instant. Periods: ``meter_id``, ``start_ts``, ``end_ts``, ``readings``.
     """
     indexed = readings.with_row_index("_row")
-    near = (pl.col("energy_kw") <= config.near_zero_kw) & ~pl.col("is_anomaly")
-    new_run = (near != near.shift(1)) | (pl.col("meter_id") != pl.col("meter_id").shift(1))
+    near = near_zero(config)
+    new_run = run_starts(near)
     zero_rows = (
         indexed.filter(~pl.col("is_missing"))
         .sort("meter_id", "reading_ts")
-        .with_columns(near=near, run_id=new_run.fill_null(True).cum_sum())
+        .with_columns(near=near, run_id=new_run.cum_sum())
         .filter(pl.col("near"))
     )
     minimum = timedelta(hours=config.min_zero_hours)

@@ -1,4 +1,8 @@
-"""Faulty-meter incidents: one per meter and stuck period, followed across days in a registry.
+"""Faulty-meter incidents: one per meter and stuck period, followed across days.
+
+Each day's incidents are stored per day (warehouse table ``faulty_incident_days``); the registry
+view ``faulty_meter_incidents`` keeps each incident's latest state (storage/warehouse.py), so
+re-running a day never duplicates an incident.
 
 A stuck period is rule 5's run (``rules.faulty``): consecutive non-missing readings at or below
 ``near_zero_kw`` that are not anomalies, missing readings skipped; it is an incident once its last
@@ -20,11 +24,12 @@ the end of the previous day is continued or closed.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.faulty import near_zero, run_starts
 
 OPEN = "open"
 CLOSED = "closed"
@@ -38,8 +43,6 @@ INCIDENT_SCHEMA = {
     "status": pl.String,
     "readings": pl.UInt32,
 }
-# The registry: one row per incident, with the latest day whose computation wrote it.
-REGISTRY_SCHEMA = {**INCIDENT_SCHEMA, "source_day": pl.Date}
 
 _READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly")
 _READING_SCHEMA = {
@@ -102,13 +105,13 @@ def day_incidents(
         .join(today, on=["meter_id", "reading_ts"], how="anti")
         .with_columns(_today=pl.lit(False))
     )
-    near = (pl.col("energy_kw") <= config.near_zero_kw) & ~pl.col("is_anomaly")
-    new_run = (near != near.shift(1)) | (pl.col("meter_id") != pl.col("meter_id").shift(1))
+    near = near_zero(config)
+    new_run = run_starts(near)
     rows = (
         pl.concat([tail, today])
         .filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
         .sort("meter_id", "reading_ts")
-        .with_columns(near=near, run_id=new_run.fill_null(True).cum_sum())
+        .with_columns(near=near, run_id=new_run.cum_sum())
         .join(_previous_open(previous_open_incidents), on="meter_id", how="left")
     )
     same_meter_next = pl.col("meter_id") == pl.col("meter_id").shift(-1)
@@ -164,23 +167,3 @@ def day_incidents(
         .sort(*KEY)
         .cast(INCIDENT_SCHEMA)
     )
-
-
-def merge_registry(registry: pl.DataFrame, incidents: pl.DataFrame, day: date) -> pl.DataFrame:
-    """The registry (``REGISTRY_SCHEMA``) with ``day``'s incidents merged in; safe to rerun.
-
-    Keyed by ``meter_id`` + ``start_ts``. Whatever ``day`` wrote before is replaced by
-    ``incidents`` (an incident ``day`` no longer reports is dropped if ``day`` wrote it last), and
-    a day's version of an incident replaces an earlier day's. A later day's version is kept when an
-    earlier day is rerun, so a backfill never reopens an incident a later day closed.
-    """
-    registry = registry.select(*REGISTRY_SCHEMA).cast(REGISTRY_SCHEMA)
-    kept = registry.filter(pl.col("source_day") != day)
-    later = kept.filter(pl.col("source_day") > day)
-    new = (
-        incidents.select(*INCIDENT_SCHEMA)
-        .with_columns(source_day=pl.lit(day))
-        .cast(REGISTRY_SCHEMA)
-        .join(later, on=KEY, how="anti")
-    )
-    return pl.concat([kept.join(new, on=KEY, how="anti"), new]).sort(*KEY)

@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.faulty import flag_faulty
-from greenstream_assets.rules.incidents import INCIDENT_SCHEMA, REGISTRY_SCHEMA, day_incidents, merge_registry
+from greenstream_assets.rules.incidents import INCIDENT_SCHEMA, day_incidents
 
 from .helpers import readings_frame, series_of, utc
 
@@ -29,13 +29,6 @@ def day_of(meter_id: str, midnight: datetime, kws: list[float | None]) -> list[t
 def incidents_frame(rows: list[tuple]) -> pl.DataFrame:
     """(meter_id, start_ts, end_ts, last_zero_ts, duration_hours, status, readings)."""
     return pl.DataFrame(rows, schema=INCIDENT_SCHEMA, orient="row")
-
-
-def registry_frame(rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=REGISTRY_SCHEMA, orient="row")
-
-
-EMPTY_REGISTRY = registry_frame([])
 
 
 def incidents(
@@ -196,58 +189,3 @@ def test_empty_inputs() -> None:
 
 
 # --- registry -----------------------------------------------------------------------------------
-
-
-def test_merge_tracks_an_incident_through_its_days() -> None:
-    d1 = incidents([], LONG_D1)
-    d2 = incidents(LONG_D1, LONG_D2, d1)
-    d3 = incidents(LONG_D2, LONG_D3, d2)
-    registry = merge_registry(EMPTY_REGISTRY, d1, D1)
-    assert_frame_equal(
-        registry, registry_frame([("m1", M1 + 48 * Q, None, M1 + 95 * Q, 11.75, "open", 48, D1)])
-    )
-    registry = merge_registry(registry, d2, D2)
-    assert_frame_equal(
-        registry, registry_frame([("m1", M1 + 48 * Q, None, M2 + 95 * Q, 35.75, "open", 144, D2)])
-    )
-    registry = merge_registry(registry, d3, D3)
-    final = registry_frame([("m1", M1 + 48 * Q, M3 + 8 * Q, M3 + 8 * Q, 38.0, "closed", 153, D3)])
-    assert_frame_equal(registry, final)
-
-    # Rerunning any day, in any order, changes nothing.
-    for day, found in [(D3, d3), (D3, d3), (D1, d1), (D2, d2), (D3, d3)]:
-        registry = merge_registry(registry, found, day)
-        assert_frame_equal(registry, final)
-
-
-@pytest.mark.parametrize("reruns", [1, 2, 5])
-def test_rerunning_a_day_never_duplicates(reruns: int) -> None:
-    tail = CROSSING_D1 + day_of("m2", M1, [1.0] * 96)
-    today = CROSSING_D2 + day_of("m2", M2, [0.0] * 96)
-    found = incidents(tail, today)
-    once = merge_registry(EMPTY_REGISTRY, found, D2)
-    registry = once
-    for _ in range(reruns):
-        registry = merge_registry(registry, found, D2)
-    assert_frame_equal(registry, once)
-    assert registry.select("meter_id", "start_ts").is_duplicated().sum() == 0
-    assert registry.get_column("meter_id").to_list() == ["m1", "m2"]
-
-
-def test_rerun_replaces_what_the_day_wrote() -> None:
-    other = registry_frame([("m9", M1, M1 + 30 * Q, M1 + 30 * Q, 7.5, "closed", 31, D1)])
-    first = merge_registry(other, incidents(CROSSING_D1, CROSSING_D2), D2)
-    assert first.get_column("meter_id").to_list() == ["m1", "m9"]
-    # Corrected D2 data: the meter was not stuck after all. D2's incident goes, D1's stays.
-    corrected = day_of("m1", M2, [2.0] * 96)
-    assert_frame_equal(merge_registry(first, incidents(CROSSING_D1, corrected), D2), other)
-
-
-def test_later_day_version_wins_over_a_rerun_of_an_earlier_day() -> None:
-    closed = registry_frame([("m1", M1 + 48 * Q, M3 + 8 * Q, M3 + 8 * Q, 38.0, "closed", 153, D3)])
-    assert_frame_equal(merge_registry(closed, incidents([], LONG_D1), D1), closed)
-
-
-def test_registry_schema() -> None:
-    registry = merge_registry(EMPTY_REGISTRY, incidents(CROSSING_D1, CROSSING_D2), D2)
-    assert registry.schema == pl.Schema(REGISTRY_SCHEMA)

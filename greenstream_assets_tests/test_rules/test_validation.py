@@ -373,6 +373,7 @@ def test_reason_counts() -> None:
     )
     assert result.reason_counts() == {
         "missing_meter_id": 1,
+        "invalid_meter_id": 0,
         "invalid_timestamp": 2,
         "timestamp_out_of_range": 1,
         "conflicting_duplicate": 2,
@@ -464,3 +465,20 @@ def test_quarantined_conflicts_keep_each_original_row() -> None:
             ]
         ),
     )
+
+
+@pytest.mark.parametrize(
+    ("meter_id", "reason"),
+    [
+        ("M" * 128, None),
+        ("M" * 129, "invalid_meter_id"),
+        ("nul\x00id", "invalid_meter_id"),
+        ("tab\tid", "invalid_meter_id"),
+        ("x'); DROP TABLE meter_readings;--", None),
+        ("zähler-1", None),
+    ],
+)
+def test_meter_ids_too_long_or_with_control_characters_are_invalid(meter_id: str, reason: str | None) -> None:
+    result = validate([(meter_id, "2024-06-03T08:00:00Z", "1", "kW")])
+    assert reasons(result) == ([reason] if reason else [])
+    assert result.cleansed.height == (0 if reason else 1)

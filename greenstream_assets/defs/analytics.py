@@ -7,8 +7,7 @@ import dagster as dg
 import polars as pl
 
 from greenstream_assets.defs.checks import daily_check, markdown_table
-from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
-from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules import drift, features, incidents, meter_reports, vee
 from greenstream_assets.rules.validation import (
@@ -35,13 +34,11 @@ def _archived(store: BlobStore, days: list[date]) -> pl.DataFrame | None:
     return pl.concat(frames) if frames else None
 
 
-@dg.asset(
+@daily_asset(
     group_name="quality",
-    partitions_def=daily_partitions,
     deps=["flagged_anomalies", "meter_readings_archive"],
     kinds={"polars", "parquet"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
 )
 def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     """Validation, Estimation, Editing: every meter's full interval grid for the day with a quality
@@ -73,13 +70,11 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["estimated_readings"],
     kinds={"polars", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
 )
 def meter_daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     """Per meter and day: peak kW and when, energy in kWh (peak and off-peak periods), average kW
@@ -102,13 +97,11 @@ def meter_daily_peaks(context: dg.AssetExecutionContext, storage: StorageResourc
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["flagged_anomalies", "meter_readings_archive"],
     kinds={"polars", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
     check_specs=[
         daily_check(
             NEW_FAULTY_INCIDENTS,
@@ -163,12 +156,10 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["estimated_readings"],
     kinds={"polars", "parquet"},
-    retry_policy=IO_RETRY,
 )
 def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     """Forecasting-ready data: per meter and local hour, kWh, peak kW, share of estimated intervals,
@@ -190,13 +181,11 @@ def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageRes
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["cleansed_readings", "quarantined_readings", "flagged_anomalies", "estimated_readings"],
     kinds={"polars", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
     check_specs=[
         daily_check(
             QUALITY_DRIFT,

@@ -5,8 +5,7 @@ import polars as pl
 
 from greenstream_assets import ingestion
 from greenstream_assets.defs.checks import RAW_SCHEMA, daily_check, schema_check_result
-from greenstream_assets.defs.common import IO_RETRY, partition_day, preview
-from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.common import IO_RETRY, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.schemas import RawReadings
 from greenstream_assets.storage import lake
@@ -32,12 +31,10 @@ def landing_files(storage: StorageResource, rules: RulesResource) -> dg.Material
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
+@daily_asset(
     group_name="ingestion",
-    partitions_def=daily_partitions,
     deps=[landing_files],
     kinds={"polars", "parquet"},
-    retry_policy=IO_RETRY,
     check_specs=[daily_check(RAW_SCHEMA, "raw_meter_files", description=RawReadings.__doc__)],
 )
 def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource):

@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from greenstream_assets.defs.checks import CLEANSED_SCHEMA, ROWS_CONSERVED, daily_check, schema_check_result
-from greenstream_assets.defs.common import IO_RETRY, partition_day, preview
+from greenstream_assets.defs.common import IO_RETRY, daily_asset, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules.flagging import flag_readings
@@ -102,12 +102,10 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="quality",
-    partitions_def=daily_partitions,
     deps=[CLEANSED],
     kinds={"polars", "parquet"},
-    retry_policy=IO_RETRY,
 )
 def flagged_anomalies(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     """The day's cleansed readings with their flags: is_anomaly (above the maximum kW, kept but out of

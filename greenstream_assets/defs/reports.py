@@ -3,20 +3,17 @@
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
-from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import StorageResource
 from greenstream_assets.rules.reports import system_peak
 from greenstream_assets.storage import lake
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["meter_readings", "meter_readings_archive"],
     kinds={"duckdb", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
 )
 def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's system peak: the instant with the highest total demand across all meters, its kW
@@ -39,13 +36,11 @@ def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     )
 
 
-@dg.asset(
+@daily_asset(
     group_name="reports",
-    partitions_def=daily_partitions,
     deps=["flagged_anomalies", "meter_readings"],
     kinds={"duckdb", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
 )
 def faulty_meters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Meters to send a crew to: each meter whose readings stayed at or below the near-zero threshold

@@ -11,8 +11,7 @@ from greenstream_assets.defs.checks import (
     daily_check,
     schema_check_result,
 )
-from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, partition_day, preview
-from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import StorageResource
 from greenstream_assets.schemas import MeterReadingsTable
 from greenstream_assets.storage import lake
@@ -26,13 +25,11 @@ def table_rows(flagged: pl.DataFrame, day: date) -> pl.DataFrame:
     return flagged.with_columns(reading_date=pl.lit(day)).select(TABLE_COLUMNS)
 
 
-@dg.asset(
+@daily_asset(
     group_name="warehouse",
-    partitions_def=daily_partitions,
     deps=["flagged_anomalies"],
     kinds={"duckdb", "table"},
     pool=WAREHOUSE_POOL,
-    retry_policy=IO_RETRY,
     check_specs=[daily_check(TABLE_SCHEMA, "meter_readings", description=MeterReadingsTable.__doc__)],
 )
 def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
@@ -56,12 +53,10 @@ def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
     yield schema_check_result(TABLE_SCHEMA, context.asset_key, MeterReadingsTable, in_table)
 
 
-@dg.asset(
+@daily_asset(
     group_name="warehouse",
-    partitions_def=daily_partitions,
     deps=["flagged_anomalies"],
     kinds={"parquet"},
-    retry_policy=IO_RETRY,
     check_specs=[
         daily_check(
             ARCHIVE_MATCHES_TABLE,

@@ -17,7 +17,7 @@ import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.files import RejectedFile, read_meter_file
-from greenstream_assets.rules.timestamps import parse_timestamp, utc_day
+from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import BlobStore, ObjectInfo, UnsafeKey, check_key
 
@@ -101,7 +101,7 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
     day (or the arrival day) so that they are quarantined and reviewed with the file's other rows.
     """
     latest_day = arrival + timedelta(days=1)
-    day = utc_day(parse_timestamp("timestamp", config.timezone))
+    day = utc_day(parse_timestamp_column(rows.get_column("timestamp"), config.timezone))
     rows = rows.with_columns(
         day=pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(latest_day))).then(day)
     )

@@ -34,6 +34,21 @@ def parse_timestamp(column: str | pl.Expr, timezone: str) -> pl.Expr:
     return pl.when(norm.str.contains(_OFFSET)).then(with_offset).otherwise(local)
 
 
+def parse_timestamp_column(text: pl.Series, timezone: str) -> pl.Series:
+    """``parse_timestamp`` over a column, parsing each distinct text once.
+
+    A day of 4.8M readings holds a few hundred distinct timestamps (one per interval, a few
+    spellings): parsing those and joining back is ~10x faster than parsing every row.
+    """
+    distinct = pl.DataFrame({"text": text.unique()}).with_columns(ts=parse_timestamp("text", timezone))
+    return (
+        text.to_frame("text")
+        .join(distinct, on="text", how="left", nulls_equal=True, maintain_order="left")
+        .get_column("ts")
+        .alias(text.name)
+    )
+
+
 def utc_day(ts: pl.Expr) -> pl.Expr:
     """The UTC calendar day of an instant: the day partition a reading belongs to."""
     return ts.dt.date()

@@ -12,7 +12,7 @@ import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.duplicates import mark_duplicates
-from greenstream_assets.rules.timestamps import parse_timestamp, utc_day
+from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
 from greenstream_assets.rules.units import unit_factor, value_is_missing, value_number
 
 # Quarantine reasons, in the order they are tested: a row gets the first that applies.
@@ -72,17 +72,16 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     value = pl.col("energy_value")
     frame = raw.with_row_index("row_order").with_columns(
         meter_id_clean=pl.when(meter.str.len_chars() > 0).then(meter),
-        reading_ts=parse_timestamp("timestamp", config.timezone),
+        reading_ts=parse_timestamp_column(raw.get_column("timestamp"), config.timezone),
         unit=pl.col("energy_unit").str.strip_chars(),
         is_missing=value_is_missing(value),
         value_num=value_number(value),
         factor=unit_factor(pl.col("energy_unit"), config.unit_factors),
     )
     frame = frame.with_columns(
-        # Missing values compare equal to each other; numbers compare as numbers ("1.5" == "1.50").
-        value_key=pl.when(pl.col("is_missing"))
-        .then(pl.lit("<missing>"))
-        .otherwise(pl.col("value_num").cast(pl.String).fill_null(value.str.strip_chars())),
+        # Missing values compare equal to each other; numbers compare as numbers ("1.5" == "1.50");
+        # text that is no number compares as text.
+        value_text=pl.when(pl.col("is_missing") | pl.col("value_num").is_not_null()).then(None).otherwise(value),
         energy_kw=pl.col("value_num") * pl.col("factor"),
     )
     ts = pl.col("reading_ts")

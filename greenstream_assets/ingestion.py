@@ -205,7 +205,7 @@ def ingest_new_files(
                     {**bases[key], "status": "staged", "reason": None, "day": day, "rows": n[0][0]}
                 )
             for (day,), day_rows in rows.partition_by("day", as_dict=True, include_key=False).items():
-                lake.write_parquet(lake_store, lake.staging_key(day, part), day_rows)
+                lake.write_layer(lake_store, lake.staging_key(day, part), day_rows)
                 days.add(day)
 
     # A changed file also changes the days its previous content had rows on.

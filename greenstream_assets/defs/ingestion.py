@@ -46,7 +46,7 @@ def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource)
     ledger = ingestion.load_ledger(store)
     files = ingestion.day_files(ledger, day)
     rows = ingestion.load_day_rows(store, ledger, day)
-    lake.write_parquet(store, lake.layer_key("raw_meter_files", day), rows)
+    lake.write_layer(store, lake.layer_key("raw_meter_files", day), rows)
     manifest = {
         "day": day.isoformat(),
         "files_digest": ingestion.files_digest(files),

@@ -59,7 +59,7 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
     store = storage.lake_store()
     raw = lake.read_parquet(store, lake.layer_key("raw_meter_files", day))
     result = validate_readings(raw, rules.config(), day)
-    lake.write_parquet(store, lake.layer_key("cleansed_readings", day), result.cleansed)
+    lake.write_layer(store, lake.layer_key("cleansed_readings", day), result.cleansed)
     lake.write_jsonl(store, lake.quarantine_key(day), result.quarantined)
     counts = result.reason_counts()
     lake.write_json(
@@ -115,8 +115,8 @@ def flagged_anomalies(context: dg.AssetExecutionContext, storage: StorageResourc
     store = storage.lake_store()
     cleansed = lake.read_parquet(store, lake.layer_key("cleansed_readings", day))
     flagged, periods = flag_readings(cleansed, rules.config())
-    lake.write_parquet(store, lake.layer_key("flagged_anomalies", day), flagged)
-    lake.write_parquet(store, lake.layer_key("faulty_periods", day), periods)
+    lake.write_layer(store, lake.layer_key("flagged_anomalies", day), flagged)
+    lake.write_layer(store, lake.layer_key("faulty_periods", day), periods)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(flagged.height),

@@ -81,7 +81,9 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     frame = frame.with_columns(
         # Missing values compare equal to each other; numbers compare as numbers ("1.5" == "1.50");
         # text that is no number compares as text.
-        value_text=pl.when(pl.col("is_missing") | pl.col("value_num").is_not_null()).then(None).otherwise(value),
+        value_text=pl.when(pl.col("is_missing") | pl.col("value_num").is_not_null())
+        .then(None)
+        .otherwise(value),
         energy_kw=pl.col("value_num") * pl.col("factor"),
     )
     ts = pl.col("reading_ts")

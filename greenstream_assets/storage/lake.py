@@ -82,10 +82,23 @@ def archive_key(day: date) -> str:
     return f"archive/meter_readings/date={day.isoformat()}/part-0.parquet"
 
 
-def write_parquet(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+def write_parquet(store: BlobStore, key: str, frame: pl.DataFrame, compression: str = "zstd") -> None:
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    frame.write_parquet(buffer, compression=compression, statistics=True)
     store.write(key, buffer.getvalue())
+
+
+def write_layer(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+    """Internal hand-over between steps: written once, read once or twice, so favour speed (lz4)
+    over size; published data (archive, features, estimates) keeps zstd."""
+    write_parquet(store, key, frame, compression="lz4")
+
+
+def parquet_rows(store: BlobStore, key: str) -> int:
+    """Rows in a Parquet object, from its footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(store.read(key))).metadata.num_rows
 
 
 def read_parquet(store: BlobStore, key: str) -> pl.DataFrame:

@@ -112,7 +112,7 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
 
 # Files are parsed and staged in chunks of about this many bytes, so memory stays flat however
 # many files landed (a backfill of weeks is many chunks, not one frame).
-CHUNK_BYTES = 256 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def ingest_new_files(

@@ -11,12 +11,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
+from dagster_graphql import DagsterGraphQLClient
 
 REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+T = TypeVar("T")
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+METADATA_VALUE_FIELDS = ("intValue", "floatValue", "text", "mdStr", "path", "boolValue")
 
 
 def free_port() -> int:
@@ -104,3 +112,233 @@ class DagsterDev:
             self.process.wait(timeout=30)
         finally:
             self.log.close()
+
+    # Helpers for the operations tests: what a person sees in the UI, asked through GraphQL.
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the dagster dev log (webserver, daemon and run workers), for failure messages."""
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def wait_until(
+        self,
+        what: str,
+        condition: Callable[[], T | None],
+        timeout: float = 240,
+        interval: float = 1.0,
+        state: Callable[[], object] | None = None,
+    ) -> T:
+        """Poll ``condition`` until it returns something truthy and return that; on timeout, fail
+        saying what was awaited, the state it ended in, and the tail of the dagster dev log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                seen = state() if state else None
+                raise AssertionError(
+                    f"timed out after {timeout:.0f} s waiting for {what}\nstate: {seen!r}\n"
+                    f"dagster dev log tail:\n{self.log_tail()}"
+                )
+            time.sleep(interval)
+
+    @property
+    def client(self) -> DagsterGraphQLClient:
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=60)
+
+    def repository(self) -> dict[str, str]:
+        """The one code location's RepositorySelector (location and repository name)."""
+        data = self.graphql(
+            "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+        )
+        [repo] = data["repositoriesOrError"]["nodes"]
+        return {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"]}
+
+    def runs(self, job_name: str | None = None, tags: dict[str, str] | None = None) -> list[dict]:
+        """Runs, newest first: runId, jobName, status, tags (as a dict), parent/root run ids."""
+        run_filter: dict = {}
+        if job_name:
+            run_filter["pipelineName"] = job_name
+        if tags:
+            run_filter["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
+        data = self.graphql(RUNS_QUERY, {"filter": run_filter})
+        runs = data["runsOrError"]["results"]
+        for run in runs:
+            run["tags"] = {tag["key"]: tag["value"] for tag in run["tags"]}
+        return runs
+
+    def in_flight(self) -> list[dict]:
+        return [run for run in self.runs() if run["status"] not in FINISHED]
+
+    def wait_for_run(self, run_id: str, timeout: float = 240) -> str:
+        """Wait until the run has finished; return its final status (SUCCESS, FAILURE, CANCELED)."""
+        client = self.client
+
+        def finished() -> str | None:
+            status = client.get_run_status(run_id).value
+            return status if status in FINISHED else None
+
+        return self.wait_until(
+            f"run {run_id} to finish", finished, timeout, state=lambda: client.get_run_status(run_id)
+        )
+
+    def wait_until_idle(self, timeout: float = 240) -> None:
+        """No run queued or running (the sensor may still tick; it launches nothing without new files)."""
+        self.wait_until("every run to finish", lambda: not self.in_flight(), timeout, state=self.in_flight)
+
+    def asset_nodes(self, keys: list[str] | None = None) -> list[dict]:
+        """Asset nodes: key, group, jobs, dependencies, and checks (name, blocking, jobs, partitions)."""
+        variables = {"keys": [{"path": [k]} for k in keys]} if keys else {}
+        return self.graphql(ASSET_NODES_QUERY, variables)["assetNodes"]
+
+    def partition_statuses(self, asset: str) -> dict[str, str]:
+        """Day partition -> MATERIALIZED | FAILED | MATERIALIZING, as the asset's Partitions tab shows."""
+        data = self.graphql(PARTITION_STATUS_QUERY, {"key": {"path": [asset]}})["assetNodeOrError"]
+        statuses = data["assetPartitionStatuses"]
+        assert statuses["__typename"] == "TimePartitionStatuses", statuses
+        days: dict[str, str] = {}
+        for span in statuses["ranges"]:
+            day, last = date.fromisoformat(span["startKey"]), date.fromisoformat(span["endKey"])
+            while day <= last:
+                days[day.isoformat()] = span["status"]
+                day += timedelta(days=1)
+        return days
+
+    def check_executions(self, asset: str, check: str, partition: str, limit: int = 5) -> list[dict]:
+        """A check's executions for one partition, newest first, with metadata as a plain dict."""
+        variables = {"key": {"path": [asset]}, "check": check, "partition": partition, "limit": limit}
+        executions = self.graphql(CHECK_EXECUTIONS_QUERY, variables)["assetCheckExecutions"]
+        for execution in executions:
+            evaluation = execution["evaluation"]
+            if evaluation is not None:
+                evaluation["metadata"] = {
+                    entry["label"]: next(
+                        (entry[f] for f in METADATA_VALUE_FIELDS if entry.get(f) is not None), None
+                    )
+                    for entry in evaluation.pop("metadataEntries")
+                }
+        return executions
+
+    def launch_materialization(
+        self, assets: list[str], partition: str, preferred_job: str | None = None
+    ) -> str:
+        """Launch one partition of ``assets`` the way the UI's Materialize button does for a single
+        partition (LaunchAssetChoosePartitionsDialog, "Launch 1 run"): the first job the assets share
+        (or the page's job), the partition's tags as the server computes them, the assets' checks in
+        that job, and launchPipelineExecution with the UI's execution tag. Returns the run id."""
+        repository = self.repository()
+        nodes = self.asset_nodes(assets)
+        assert sorted(n["assetKey"]["path"][0] for n in nodes) == sorted(assets), nodes
+        shared = [job for job in nodes[0]["jobNames"] if all(job in n["jobNames"] for n in nodes)]
+        job = preferred_job if preferred_job in shared else shared[0]
+        keys = [{"path": n["assetKey"]["path"]} for n in nodes]
+        partition_data = self.graphql(
+            PARTITION_CONFIG_QUERY,
+            {**repository, "jobName": job, "partitionName": partition, "assetKeys": keys},
+        )["pipelineOrError"]["partition"]
+        tags = partition_data["tagsOrError"]["results"] + [{"key": "dagster/from_ui", "value": "true"}]
+        checks = [
+            {"assetKey": {"path": n["assetKey"]["path"]}, "name": c["name"]}
+            for n in nodes
+            for c in n["assetChecksOrError"]["checks"]
+            if not c["jobNames"] or job in c["jobNames"]
+        ]
+        params = {
+            "mode": "default",
+            "runConfigData": partition_data["runConfigOrError"]["yaml"],
+            "executionMetadata": {"tags": tags},
+            "selector": {
+                **repository,
+                "pipelineName": job,
+                "assetSelection": keys,
+                "assetCheckSelection": checks,
+            },
+        }
+        result = self.graphql(LAUNCH_MUTATION, {"executionParams": params})["launchPipelineExecution"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return result["run"]["runId"]
+
+
+RUNS_QUERY = """
+query ($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs {
+      results { runId jobName status parentRunId rootRunId stepKeysToExecute tags { key value } }
+    }
+  }
+}
+"""
+ASSET_NODES_QUERY = """
+query ($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    groupName
+    jobNames
+    isPartitioned
+    dependencyKeys { path }
+    assetChecksOrError {
+      ... on AssetChecks { checks { name blocking jobNames partitionDefinition { type } } }
+    }
+  }
+}
+"""
+PARTITION_STATUS_QUERY = """
+query ($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      assetPartitionStatuses {
+        __typename
+        ... on TimePartitionStatuses { ranges { startKey endKey status } }
+      }
+    }
+  }
+}
+"""
+CHECK_EXECUTIONS_QUERY = """
+query ($key: AssetKeyInput!, $check: String!, $partition: String, $limit: Int!) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: $limit) {
+    runId
+    status
+    partition
+    evaluation {
+      success
+      severity
+      metadataEntries {
+        label
+        ... on IntMetadataEntry { intValue }
+        ... on FloatMetadataEntry { floatValue }
+        ... on TextMetadataEntry { text }
+        ... on MarkdownMetadataEntry { mdStr }
+        ... on PathMetadataEntry { path }
+        ... on BoolMetadataEntry { boolValue }
+      }
+    }
+  }
+}
+"""
+# The UI's ConfigPartitionForAssetJobQuery and LaunchPipelineExecution mutation (dagster-webserver 1.13).
+PARTITION_CONFIG_QUERY = """
+query ($repositoryName: String!, $repositoryLocationName: String!, $jobName: String!,
+       $partitionName: String!, $assetKeys: [AssetKeyInput!]!) {
+  pipelineOrError(params: {pipelineName: $jobName, repositoryName: $repositoryName,
+                           repositoryLocationName: $repositoryLocationName}) {
+    ... on Pipeline {
+      partition(partitionName: $partitionName, selectedAssetKeys: $assetKeys) {
+        runConfigOrError { ... on PartitionRunConfig { yaml } }
+        tagsOrError { ... on PartitionTags { results { key value } } }
+      }
+    }
+  }
+}
+"""
+LAUNCH_MUTATION = """
+mutation ($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""

@@ -15,6 +15,7 @@ TABLE_SCHEMA = "table_schema"
 ARCHIVE_MATCHES_TABLE = "archive_matches_table"
 
 SAMPLE_ROWS = 10
+IDENTIFYING_COLUMNS = ("meter_id", "reading_ts", "source_file", "line_number")
 
 
 def daily_check(
@@ -57,6 +58,11 @@ def schema_check_result(
             pl.col("failure_case").cast(pl.String).str.slice(0, 120),
             "index",
         )
+        # Name the reading, not just its position: which meter and instant, from which file and line.
+        ident = [c for c in IDENTIFYING_COLUMNS if c in frame.columns]
+        if ident and frame.height:
+            rows = frame.select(ident).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+            sample = sample.with_columns(pl.col("index").cast(pl.Int64)).join(rows, on="index", how="left")
         metadata["failure_sample"] = dg.MetadataValue.md(markdown_table(sample))
     return dg.AssetCheckResult(
         check_name=check_name,

@@ -95,7 +95,7 @@ def test_checks_and_which_block():
         ("meter_readings_archive", ARCHIVE_MATCHES_TABLE),
         ("faulty_meter_incidents", NEW_FAULTY_INCIDENTS),
         ("daily_quality", QUALITY_DRIFT),
-        ("meter_readings", YESTERDAY_LANDED),
+        ("landing_files", YESTERDAY_LANDED),
     }
     blocking = {key for key, spec in checks.items() if spec.blocking}
     assert blocking == {("cleansed_readings", CLEANSED_SCHEMA), ("cleansed_readings", ROWS_CONSERVED)}

@@ -1,0 +1,59 @@
+"""The pandera-to-asset-check bridge: counts per failed check, and a sample that names the reading."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from greenstream_assets.defs.checks import schema_check_result
+from greenstream_assets.schemas import CleansedReadings
+
+
+def cleansed(rows):
+    return pl.DataFrame(
+        rows,
+        schema={
+            "meter_id": pl.String,
+            "reading_ts": pl.Datetime("us", "UTC"),
+            "energy_kw": pl.Float64,
+            "is_missing": pl.Boolean,
+            "source_file": pl.String,
+            "line_number": pl.Int64,
+        },
+        orient="row",
+    )
+
+
+T = datetime(2024, 3, 4, 10, tzinfo=UTC)
+
+
+def test_a_passing_frame():
+    result = schema_check_result(
+        "cleansed_schema", dg.AssetKey("x"), CleansedReadings, cleansed([("M1", T, 1.0, False, "a.csv", 2)])
+    )
+    assert result.passed
+    assert (result.metadata["rows_checked"].value, result.metadata["failures"].value) == (1, 0)
+
+
+def test_failures_are_counted_per_check_and_the_sample_names_the_reading():
+    frame = cleansed(
+        [
+            ("M1", T, 1.0, False, "a.csv", 2),
+            ("M2", T, -1.5, False, "a.csv", 3),
+            ("M3", T, None, False, "b.csv", 7),
+        ]
+    )
+    result = schema_check_result("cleansed_schema", dg.AssetKey("x"), CleansedReadings, frame)
+    assert not result.passed
+    assert result.metadata["failures"].value == 2
+    assert result.metadata["failures[energy_kw:greater_than_or_equal_to(0)]"].value == 1
+    assert result.metadata["failures[CleansedReadings:missing_means_no_value]"].value == 1
+    sample = result.metadata["failure_sample"].value
+    assert (
+        "| column | check | failure_case | index | meter_id | reading_ts | source_file | line_number |"
+        in sample
+    )
+    assert (
+        "| energy_kw | greater_than_or_equal_to(0) | -1.5 | 1 | M2 | 2024-03-04 10:00:00+00:00 | a.csv | 3 |"
+        in sample
+    )

@@ -111,8 +111,11 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         .when(pl.col("energy_kw") < 0)
         .then(pl.lit(NEGATIVE_VALUE))
     )
-    frame = frame.filter(~pl.col("is_collapsed")).with_columns(reason=reason)
-    cleansed = frame.filter(pl.col("reason").is_null()).select(
+    # One reason column over every row (collapsed copies included, then left out): filtering the
+    # collapsed rows first would copy the whole day once more.
+    frame = frame.with_columns(reason=reason)
+    kept = ~pl.col("is_collapsed")
+    cleansed = frame.filter(kept & pl.col("reason").is_null()).select(
         "meter_id",
         "reading_ts",
         pl.when(pl.col("is_missing")).then(None).otherwise(pl.col("energy_kw")).alias("energy_kw"),
@@ -120,7 +123,7 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         "source_file",
         pl.col("line_number").cast(pl.Int64),
     )
-    quarantined = frame.filter(pl.col("reason").is_not_null()).select(
+    quarantined = frame.filter(kept & pl.col("reason").is_not_null()).select(
         pl.col("meter_id_raw").alias("meter_id"),
         *RAW_COLUMNS[1:],
         "reason",
@@ -130,6 +133,6 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     return ValidatedDay(
         cleansed=cleansed,
         quarantined=quarantined,
-        collapsed_rows=raw.height - frame.height,
+        collapsed_rows=int(frame.get_column("is_collapsed").sum()),
         rows_in=raw.height,
     )

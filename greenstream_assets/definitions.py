@@ -19,9 +19,23 @@ def default_storage() -> StorageResource:
     return StorageResource()
 
 
+def storage_kinds(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """Kinds that say where this deployment keeps things: postgres instead of duckdb when the
+    warehouse is PostgreSQL, and s3 on lake assets when the lake is a bucket."""
+    kinds = set(spec.kinds)
+    if (
+        os.environ.get("GREENSTREAM_WAREHOUSE", "").startswith(("postgresql://", "postgres://"))
+        and "duckdb" in kinds
+    ):
+        kinds = (kinds - {"duckdb"}) | {"postgres"}
+    if os.environ.get("GREENSTREAM_LAKE", "").startswith("s3://") and kinds & {"parquet", "json"}:
+        kinds |= {"s3"}
+    return spec.replace_attributes(kinds=kinds)
+
+
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """The definitions, with ``resources`` replacing the defaults (tests, other deployments)."""
-    return dg.Definitions(
+    defs = dg.Definitions(
         assets=[
             ingestion.landing_files,
             ingestion.raw_meter_files,
@@ -46,6 +60,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
         # get parallelism across days (runs) instead.
         executor=dg.in_process_executor,
     )
+    return defs.map_resolved_asset_specs(func=storage_kinds)
 
 
 defs = build_definitions()

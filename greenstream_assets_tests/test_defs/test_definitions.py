@@ -100,3 +100,18 @@ def test_checks_and_which_block():
     blocking = {key for key, spec in checks.items() if spec.blocking}
     assert blocking == {("cleansed_readings", CLEANSED_SCHEMA), ("cleansed_readings", ROWS_CONSERVED)}
     assert all(spec.description for spec in checks.values())
+
+
+def test_kinds_follow_the_configured_storage(monkeypatch):
+    from greenstream_assets.definitions import build_definitions
+
+    def kinds(name):
+        return build_definitions().get_repository_def().asset_graph.get(dg.AssetKey(name)).kinds
+
+    assert kinds("meter_readings") == {"duckdb", "table"}
+    assert kinds("meter_readings_archive") == {"parquet"}
+    monkeypatch.setenv("GREENSTREAM_WAREHOUSE", "postgresql://gs@db/meters")
+    monkeypatch.setenv("GREENSTREAM_LAKE", "s3://lake/prefix")
+    assert kinds("meter_readings") == {"postgres", "table"}
+    assert kinds("meter_readings_archive") == {"parquet", "s3"}
+    assert kinds("quarantined_readings") == {"json", "s3"}

@@ -126,3 +126,26 @@ def test_a_connection_killed_mid_load_is_retried_to_exactly_one_copy(platform, p
 def readings_count(platform):
     query = "SELECT count(*) AS n, count(DISTINCT (meter_id, reading_ts)) AS keys FROM meter_readings"
     return platform.query(query).row(0)
+
+
+@pytest.mark.parametrize("platform", ["postgres"], indirect=True)
+def test_postgres_unreachable_then_back_ends_with_one_copy(platform, pg_url):
+    from greenstream_assets.defs.resources import StorageResource
+    from greenstream_assets_tests.conftest import free_port
+
+    platform.drop("a.csv", V2)
+    down = StorageResource(
+        landing=platform.storage.landing,
+        lake=platform.storage.lake,
+        warehouse=f"postgresql://postgres@127.0.0.1:{free_port()}/test",
+        warehouse_schema=platform.storage.warehouse_schema,
+    )
+    failed = run_landing_zone(instance=platform.instance, resources={"storage": down})
+    assert len(failed.failed) == 1 and failed.failed[0].startswith("2024-03-04: FAILED")
+    # The server is reachable again: the stale day is picked up and loaded once.
+    rerun = run_landing_zone(instance=platform.instance, resources={"storage": platform.storage})
+    assert rerun.failed == [] and list(rerun.days) == [MON]
+    assert readings(platform) == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
+    again = run_landing_zone(MON, instance=platform.instance, resources={"storage": platform.storage})
+    assert again.failed == []
+    assert readings_count(platform) == (3, 3)

@@ -9,7 +9,9 @@ option A).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -112,7 +114,7 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
 
 # Files are parsed and staged in chunks of about this many bytes, so memory stays flat however
 # many files landed (a backfill of weeks is many chunks, not one frame).
-CHUNK_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 32 * 1024 * 1024
 
 
 def ingest_new_files(
@@ -204,9 +206,16 @@ def ingest_new_files(
                 ledger_rows.append(
                     {**bases[key], "status": "staged", "reason": None, "day": day, "rows": n[0][0]}
                 )
-            for (day,), day_rows in rows.partition_by("day", as_dict=True, include_key=False).items():
+            chunk_days = rows.get_column("day").unique()
+            if chunk_days.len() == 1:  # the usual case: no copy of the chunk to split it
+                by_day = {(chunk_days.item(),): rows.drop("day")}
+            else:
+                by_day = rows.partition_by("day", as_dict=True, include_key=False)
+            del rows
+            for (day,), day_rows in by_day.items():
                 lake.write_layer(lake_store, lake.staging_key(day, part), day_rows)
                 days.add(day)
+            del by_day
 
     # A changed file also changes the days its previous content had rows on.
     days |= set(
@@ -277,19 +286,46 @@ def _fail_file(
     )
 
 
-def load_day_rows(lake_store: BlobStore, ledger: pl.DataFrame, day: date) -> pl.DataFrame:
-    """The day's staged raw rows from the current version of every file, each row once."""
+@contextmanager
+def day_row_slices(
+    lake_store: BlobStore, ledger: pl.DataFrame, day: date, slice_rows: int
+) -> Iterator[Iterator[pl.DataFrame]]:
+    """The day's staged raw rows from the current version of every file, each row once, a slice
+    of meters at a time (see ``lake.meter_slice``): only one slice is ever in memory. Within a
+    slice, rows keep their staged order (batch by batch, file line by line)."""
     files = day_files(ledger, day)
-    frames = []
-    for batch in files.get_column("batch").unique().sort().to_list():
-        wanted = files.filter(pl.col("batch") == batch).select("key", "checksum")
-        part = lake.read_parquet(lake_store, lake.staging_key(day, batch))
-        frames.append(
-            part.join(wanted, left_on=["source_file", "checksum"], right_on=["key", "checksum"], how="semi")
-        )
-    if not frames:
-        return pl.DataFrame(schema=RAW_STAGED_SCHEMA)
-    return pl.concat(frames).select(*RAW_STAGED_SCHEMA)
+    batches = files.get_column("batch").unique().sort().to_list()
+    with lake.local_copies(lake_store, [lake.staging_key(day, batch) for batch in batches]) as paths:
+        plans = []
+        for batch, path in zip(batches, paths, strict=True):
+            wanted = files.filter(pl.col("batch") == batch).select("key", "checksum")
+            plans.append(
+                pl.scan_parquet(path).join(
+                    wanted.lazy(),
+                    left_on=["source_file", "checksum"],
+                    right_on=["key", "checksum"],
+                    how="semi",
+                    maintain_order="left",
+                )
+            )
+        # The files' row counts bound the day's (a file may also hold rows of other days).
+        slices = lake.slice_count(int(files.get_column("rows").sum()), slice_rows)
+
+        def generate() -> Iterator[pl.DataFrame]:
+            if not plans:
+                yield pl.DataFrame(schema=RAW_STAGED_SCHEMA)
+                return
+            rows = pl.concat(plans)
+            for k in range(slices):
+                yield rows.filter(lake.meter_slice(slices) == k).select(*RAW_STAGED_SCHEMA).collect()
+
+        yield generate()
+
+
+def load_day_rows(lake_store: BlobStore, ledger: pl.DataFrame, day: date) -> pl.DataFrame:
+    """The day's staged raw rows in one frame (small days, tests)."""
+    with day_row_slices(lake_store, ledger, day, slice_rows=1 << 62) as slices:
+        return pl.concat(list(slices))
 
 
 RAW_STAGED_SCHEMA = {

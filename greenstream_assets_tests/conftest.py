@@ -28,6 +28,11 @@ S3_ENV = {
 }
 
 
+# Days in tests are a few rows: four rows per slice of meters makes every suite run the sliced code
+# path with many slices (some empty), with the same exact expectations as one slice.
+SLICE_ROWS = 4
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -130,6 +135,7 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             landing=str(tmp_path / "landing"),
             lake=str(tmp_path / "lake"),
             warehouse=str(tmp_path / "warehouse.duckdb"),
+            slice_rows=SLICE_ROWS,
         )
     elif kind == "postgres":
         storage = StorageResource(
@@ -137,6 +143,7 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             lake=str(tmp_path / "lake"),
             warehouse=request.getfixturevalue("pg_url"),
             warehouse_schema=request.getfixturevalue("pg_schema"),
+            slice_rows=SLICE_ROWS,
         )
     elif kind == "s3":
         s3 = request.getfixturevalue("s3_env")
@@ -145,6 +152,7 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
             landing=f"s3://{bucket}/landing",
             lake=f"s3://{bucket}/lake",
             warehouse=str(tmp_path / "warehouse.duckdb"),
+            slice_rows=SLICE_ROWS,
         )
     else:
         raise ValueError(f"unknown platform kind {kind!r}")

@@ -2,12 +2,13 @@
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from greenstream_assets.defs.checks import daily_check, markdown_table
-from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
+from greenstream_assets.defs.common import WAREHOUSE_POOL, Preview, daily_asset, partition_day
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules import drift, features, incidents, meter_reports, vee
 from greenstream_assets.rules.validation import (
@@ -34,6 +35,18 @@ def _archived(store: BlobStore, days: list[date]) -> pl.DataFrame | None:
     return pl.concat(frames) if frames else None
 
 
+def _existing(store: BlobStore, keys: list[str]) -> list[str]:
+    return [key for key in keys if store.exists(key)]
+
+
+def _for_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.DataFrame | None:
+    """Rows of these meters from earlier days' Parquet files (None when there are none): a slice
+    of the day needs only its own meters' history."""
+    if not paths:
+        return None
+    return pl.scan_parquet(paths).select(columns).filter(pl.col("meter_id").is_in(meters.implode())).collect()
+
+
 @daily_asset(
     group_name="quality",
     deps=["flagged_anomalies", "meter_readings_archive"],
@@ -50,18 +63,33 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
     day = partition_day(context)
     config = rules.config()
     store = storage.lake_store()
-    readings = lake.read_parquet(store, lake.layer_key("flagged_anomalies", day))
     history_days = [day - timedelta(days=1)] + [
         day - timedelta(weeks=w) for w in range(1, config.history_weeks + 1)
     ]
-    estimated = vee.estimate(readings, _archived(store, history_days), config, day)
-    lake.write_parquet(store, lake.estimated_key(day), estimated)
-    complete = vee.completeness(readings, day, config).with_columns(reading_date=pl.lit(day))
+    history_keys = _existing(store, [lake.archive_key(d) for d in history_days])
+    codes: dict[str, int] = {}
+    complete_parts = []
+    # A slice of meters at a time, each with only its own meters' history.
+    with (
+        lake.read_slices(
+            store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS)
+        ) as slices,
+        lake.local_copies(store, history_keys) as history_paths,
+        lake.SliceWriter(store, lake.estimated_key(day), compression="zstd") as out,
+    ):
+        for readings in slices:
+            history = _for_meters(history_paths, HISTORY_COLUMNS, readings.get_column("meter_id").unique())
+            estimated = vee.estimate(readings, history, config, day)
+            del history
+            out.write(estimated)
+            for code, n in estimated.group_by("quality_code").len().iter_rows():
+                codes[code] = codes.get(code, 0) + n
+            complete_parts.append(vee.completeness(readings, day, config))
+    complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))
     storage.open_warehouse().replace_day("meter_completeness", day, complete)
-    codes = dict(estimated.group_by("quality_code").len().iter_rows())
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(estimated.height),
+            "dagster/row_count": dg.MetadataValue.int(out.rows),
             **{f"intervals_{code}": dg.MetadataValue.int(codes.get(code, 0)) for code in vee.QUALITY_CODES},
             "mean_completeness": dg.MetadataValue.float(
                 float(complete.get_column("completeness_ratio").mean() or 0)
@@ -82,8 +110,9 @@ def meter_daily_peaks(context: dg.AssetExecutionContext, storage: StorageResourc
     energy and are reported in their own column. The top meters by peak demand are previewed here."""
     day = partition_day(context)
     config = rules.config()
-    estimated = lake.read_parquet(storage.lake_store(), lake.estimated_key(day))
-    report = meter_reports.meter_daily_report(estimated, config, day)
+    with lake.read_slices(storage.lake_store(), lake.estimated_key(day)) as slices:
+        report = pl.concat([meter_reports.meter_daily_report(part, config, day) for part in slices])
+    report = report.sort("meter_id")
     storage.open_warehouse().replace_day("meter_daily_peaks", day, report)
     top = meter_reports.top_meters(report, config.top_n_meters)
     return dg.MaterializeResult(
@@ -119,13 +148,41 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
     day = partition_day(context)
     config = rules.config()
     store = storage.lake_store()
-    readings = lake.read_parquet(store, lake.layer_key("flagged_anomalies", day))
     previous = day - timedelta(days=1)
-    tail = _archived(store, [previous])
     previous_open = lake.read_parquet_if_exists(store, lake.layer_key("faulty_incidents", previous))
-    found = incidents.day_incidents(
-        tail if tail is not None else readings.clear(), readings, config, previous_open
-    )
+    columns = list(incidents.READING_COLUMNS)
+    no_rows = pl.DataFrame(schema=incidents.READING_SCHEMA)
+    parts = []
+    with (
+        lake.local_copies(store, _existing(store, [lake.archive_key(previous)])) as tail_paths,
+        lake.read_slices(store, lake.layer_key("flagged_anomalies", day), columns) as slices,
+    ):
+
+        def incidents_of(meters: pl.Series, readings: pl.DataFrame) -> pl.DataFrame:
+            tail = _for_meters(tail_paths, columns, meters)
+            opened = None
+            if previous_open is not None:
+                opened = previous_open.filter(pl.col("meter_id").is_in(meters.implode()))
+            return incidents.day_incidents(tail if tail is not None else no_rows, readings, config, opened)
+
+        # A slice of meters at a time, each with only its own meters' tail and open incidents...
+        seen = []
+        for readings in slices:
+            meters = readings.get_column("meter_id").unique()
+            seen.append(meters)
+            parts.append(incidents_of(meters, readings))
+        # ...then the meters seen yesterday that sent nothing today: their open incidents go on.
+        yesterday = [previous_open.get_column("meter_id")] if previous_open is not None else []
+        if tail_paths:
+            yesterday.append(
+                pl.scan_parquet(tail_paths).select("meter_id").unique().collect().get_column("meter_id")
+            )
+        if yesterday:
+            silent = pl.concat(yesterday).unique()
+            silent = silent.filter(~silent.is_in(pl.concat(seen).implode()))
+            if silent.len():
+                parts.append(incidents_of(silent, no_rows))
+    found = pl.concat(parts).sort(*incidents.KEY)
     lake.write_parquet(store, lake.layer_key("faulty_incidents", day), found)
     storage.open_warehouse().replace_day(
         "faulty_incident_days", day, found.with_columns(reading_date=pl.lit(day))
@@ -167,17 +224,21 @@ def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageRes
     same-hour kWh. Parquet under features/hourly/date=YYYY-MM-DD/ (hive layout, one line to load)."""
     day = partition_day(context)
     store = storage.lake_store()
-    estimated = lake.read_parquet(store, lake.estimated_key(day))
-    history = [
-        frame
-        for back in (1, 7)
-        if (frame := lake.read_parquet_if_exists(store, lake.features_key(day - timedelta(days=back))))
-        is not None
-    ]
-    table = features.hourly_features(estimated, pl.concat(history) if history else None, rules.config())
-    lake.write_parquet(store, lake.features_key(day), table)
+    history_keys = _existing(store, [lake.features_key(day - timedelta(days=back)) for back in (1, 7)])
+    with (
+        lake.local_copies(store, history_keys) as history_paths,
+        lake.read_slices(store, lake.estimated_key(day)) as slices,
+        lake.SliceWriter(store, lake.features_key(day), compression="zstd") as out,
+    ):
+        head = Preview()
+        for estimated in slices:
+            meters = estimated.get_column("meter_id").unique()
+            history = _for_meters(history_paths, list(features.HISTORY_COLUMNS), meters)
+            table = features.hourly_features(estimated, history, rules.config())
+            out.write(table)
+            head.add(table)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": dg.MetadataValue.int(table.height), "preview": preview(table)}
+        metadata={"dagster/row_count": dg.MetadataValue.int(out.rows), "preview": head.value()}
     )
 
 
@@ -206,14 +267,33 @@ def daily_quality(context: dg.AssetExecutionContext, storage: StorageResource, r
     store = storage.lake_store()
     stats = lake.read_json(store, lake.validation_stats_key(day))
     reasons = stats["reasons"]
-    flagged = lake.read_parquet(store, lake.layer_key("flagged_anomalies", day))
+    with (
+        lake.local_copy(store, lake.layer_key("flagged_anomalies", day)) as flagged_path,
+        lake.local_copy(store, lake.estimated_key(day)) as estimated_path,
+    ):
+        flagged = (
+            pl.scan_parquet(flagged_path)
+            .select(
+                rows=pl.len(),
+                missing=pl.col("is_missing").sum(),
+                anomalies=pl.col("is_anomaly").sum(),
+            )
+            .collect()
+            .row(0, named=True)
+        )
+        estimated_intervals = (
+            pl.scan_parquet(estimated_path)
+            .filter(pl.col("quality_code").is_in(vee.ESTIMATED_CODES))
+            .select(pl.len())
+            .collect()
+            .item()
+        )
     periods = lake.read_parquet(store, lake.layer_key("faulty_periods", day))
-    estimated = lake.read_parquet(store, lake.estimated_key(day))
     quarantined = sum(reasons.values())
     row = {
         "reading_date": day,
         "rows_in": stats["rows_in"],
-        "rows_kept": flagged.height,
+        "rows_kept": flagged["rows"],
         "rows_quarantined": quarantined,
         "rows_collapsed": stats["rows_collapsed"],
         "invalid_rows": quarantined,
@@ -221,10 +301,10 @@ def daily_quality(context: dg.AssetExecutionContext, storage: StorageResource, r
         "invalid_timestamps": reasons[INVALID_TIMESTAMP] + reasons[TIMESTAMP_OUT_OF_RANGE],
         "conflicting_duplicates": reasons[CONFLICTING_DUPLICATE],
         "negative_values": reasons[NEGATIVE_VALUE],
-        "missing_values": int(flagged.get_column("is_missing").sum()),
-        "anomalies": int(flagged.get_column("is_anomaly").sum()),
+        "missing_values": int(flagged["missing"]),
+        "anomalies": int(flagged["anomalies"]),
         "faulty_meters": periods.get_column("meter_id").n_unique(),
-        "estimated_intervals": estimated.filter(pl.col("quality_code").is_in(vee.ESTIMATED_CODES)).height,
+        "estimated_intervals": int(estimated_intervals),
     }
     warehouse = storage.open_warehouse()
     warehouse.replace_day("daily_quality", day, pl.DataFrame([row]))

@@ -18,6 +18,12 @@ SAMPLE_ROWS = 10
 IDENTIFYING_COLUMNS = ("meter_id", "reading_ts", "source_file", "line_number")
 
 
+def owned(frame: pl.DataFrame) -> pl.DataFrame:
+    """A copy of a small frame that owns its memory. A ``head()`` of a slice shares the slice's
+    buffers, so keeping it would keep the whole slice alive."""
+    return pl.DataFrame(frame.rows(), schema=frame.schema, orient="row")
+
+
 def daily_check(
     name: str, asset: str | dg.AssetKey, description: str, blocking: bool = False
 ) -> dg.AssetCheckSpec:
@@ -30,47 +36,78 @@ def daily_check(
         )
 
 
-def schema_check_result(
-    check_name: str, asset_key: dg.AssetKey, model: type[pa.DataFrameModel], frame: pl.DataFrame
-) -> dg.AssetCheckResult:
-    """Validate every row (``lazy=True``); fail with per-check counts and a sample of failures."""
-    try:
-        model.validate(frame, lazy=True)
-        failures = pl.DataFrame()
-    except pa.errors.SchemaErrors as err:
-        failures = err.failure_cases
-    metadata: dict[str, dg.RawMetadataValue] = {
-        "rows_checked": dg.MetadataValue.int(frame.height),
-        "failures": dg.MetadataValue.int(failures.height),
-    }
-    if failures.height:
-        per_check = (
-            failures.group_by("column", "check")
-            .len()
-            .sort("len", descending=True)
-            .with_columns(pl.col("column").fill_null("(frame)"))
+class SchemaCheck:
+    """A pandera model evaluated over a day slice by slice: every row validated (``lazy=True``),
+    failures counted per column and check, and a sample that names the failing readings.
+
+    Uniqueness checks run within a slice. Slices cut a day by meter, so rows that share a meter
+    (``meter_id, reading_ts``) or a file line (a line comes once, with its meter) share a slice.
+    """
+
+    def __init__(self, model: type[pa.DataFrameModel]) -> None:
+        self.model = model
+        self.rows = 0
+        self.failures = 0
+        self.per_check: dict[tuple[str, str], int] = {}
+        self.samples: list[pl.DataFrame] = []
+
+    def add(self, frame: pl.DataFrame) -> None:
+        try:
+            self.model.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as err:
+            self._record(err.failure_cases, frame)
+        self.rows += frame.height
+
+    def _record(self, failures: pl.DataFrame, frame: pl.DataFrame) -> None:
+        self.failures += failures.height
+        counts = (
+            failures.group_by("column", "check").len().with_columns(pl.col("column").fill_null("(frame)"))
         )
-        for column, check, count in per_check.iter_rows():
-            metadata[f"failures[{column}:{check}]"] = dg.MetadataValue.int(count)
-        sample = failures.head(SAMPLE_ROWS).select(
+        for column, check, count in counts.iter_rows():
+            self.per_check[(column, check)] = self.per_check.get((column, check), 0) + count
+        taken = sum(sample.height for sample in self.samples)
+        if taken >= SAMPLE_ROWS:
+            return
+        sample = failures.head(SAMPLE_ROWS - taken).select(
             pl.col("column").fill_null(""),
             "check",
             pl.col("failure_case").cast(pl.String).str.slice(0, 120),
-            "index",
+            pl.col("index").cast(pl.Int64),
         )
         # Name the reading, not just its position: which meter and instant, from which file and line.
         ident = [c for c in IDENTIFYING_COLUMNS if c in frame.columns]
         if ident and frame.height:
             rows = frame.select(ident).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
-            sample = sample.with_columns(pl.col("index").cast(pl.Int64)).join(rows, on="index", how="left")
-        metadata["failure_sample"] = dg.MetadataValue.md(markdown_table(sample))
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        asset_key=asset_key,
-        passed=failures.height == 0,
-        metadata=metadata,
-        description=model.__doc__,
-    )
+            sample = sample.join(rows, on="index", how="left")
+        # Positions count from the start of the day, not of the slice.
+        self.samples.append(owned(sample.with_columns(pl.col("index") + self.rows)))
+
+    def result(self, check_name: str, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "rows_checked": dg.MetadataValue.int(self.rows),
+            "failures": dg.MetadataValue.int(self.failures),
+        }
+        for (column, check), count in sorted(self.per_check.items(), key=lambda kv: -kv[1]):
+            metadata[f"failures[{column}:{check}]"] = dg.MetadataValue.int(count)
+        if self.failures:
+            sample = pl.concat(self.samples, how="diagonal_relaxed")
+            metadata["failure_sample"] = dg.MetadataValue.md(markdown_table(sample))
+        return dg.AssetCheckResult(
+            check_name=check_name,
+            asset_key=asset_key,
+            passed=self.failures == 0,
+            metadata=metadata,
+            description=self.model.__doc__,
+        )
+
+
+def schema_check_result(
+    check_name: str, asset_key: dg.AssetKey, model: type[pa.DataFrameModel], frame: pl.DataFrame
+) -> dg.AssetCheckResult:
+    """Validate every row of one frame (``lazy=True``); fail with per-check counts and a sample."""
+    check = SchemaCheck(model)
+    check.add(frame)
+    return check.result(check_name, asset_key)
 
 
 def markdown_table(frame: pl.DataFrame) -> str:

@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import markdown_table
+from greenstream_assets.defs.checks import markdown_table, owned
 from greenstream_assets.defs.partitions import daily_partitions
 
 # Transient I/O errors (a busy disk, a throttled bucket, a dropped connection) are retried.
@@ -26,3 +26,21 @@ def partition_day(context: dg.AssetExecutionContext) -> date:
 
 def preview(frame: pl.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(frame.head(PREVIEW_ROWS)))
+
+
+class Preview:
+    """The first rows over a day's slices, for the UI: copied out of each slice (see ``owned``)."""
+
+    def __init__(self, rows: int = PREVIEW_ROWS) -> None:
+        self.rows = rows
+        self.frames: list[pl.DataFrame] = []
+        self.taken = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if not self.frames or self.taken < self.rows:
+            part = owned(frame.head(self.rows - self.taken))
+            self.frames.append(part)
+            self.taken += part.height
+
+    def value(self) -> dg.MetadataValue:
+        return preview(pl.concat(self.frames, how="diagonal_relaxed"))

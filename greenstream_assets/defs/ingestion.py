@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from greenstream_assets import ingestion
-from greenstream_assets.defs.checks import RAW_SCHEMA, daily_check, schema_check_result
+from greenstream_assets.defs.checks import RAW_SCHEMA, SchemaCheck, daily_check
 from greenstream_assets.defs.common import IO_RETRY, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.schemas import RawReadings
@@ -45,21 +45,27 @@ def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource)
     store = storage.lake_store()
     ledger = ingestion.load_ledger(store)
     files = ingestion.day_files(ledger, day)
-    rows = ingestion.load_day_rows(store, ledger, day)
-    lake.write_layer(store, lake.layer_key("raw_meter_files", day), rows)
+    check = SchemaCheck(RawReadings)
+    with (
+        ingestion.day_row_slices(store, ledger, day, storage.slice_rows_or_default()) as slices,
+        lake.SliceWriter(store, lake.layer_key("raw_meter_files", day)) as out,
+    ):
+        for part in slices:
+            out.write(part)
+            check.add(part)
     manifest = {
         "day": day.isoformat(),
         "files_digest": ingestion.files_digest(files),
-        "rows": rows.height,
+        "rows": out.rows,
         "files": files.select("key", "size", "checksum", "rows").to_dicts(),
     }
     lake.write_json(store, lake.raw_manifest_key(day), manifest)
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(rows.height),
+            "dagster/row_count": dg.MetadataValue.int(out.rows),
             "files": dg.MetadataValue.int(files.height),
             "source_files": preview(files.select("key", "size", "rows", pl.col("checksum").str.slice(0, 16))),
             "manifest": dg.MetadataValue.path(lake.raw_manifest_key(day)),
         }
     )
-    yield schema_check_result(RAW_SCHEMA, context.asset_key, RawReadings, rows)
+    yield check.result(RAW_SCHEMA, context.asset_key)

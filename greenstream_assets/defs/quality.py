@@ -3,12 +3,12 @@
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import CLEANSED_SCHEMA, ROWS_CONSERVED, daily_check, schema_check_result
-from greenstream_assets.defs.common import IO_RETRY, daily_asset, partition_day, preview
+from greenstream_assets.defs.checks import CLEANSED_SCHEMA, ROWS_CONSERVED, SchemaCheck, daily_check
+from greenstream_assets.defs.common import IO_RETRY, Preview, daily_asset, partition_day
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules.flagging import flag_readings
-from greenstream_assets.rules.validation import validate_readings
+from greenstream_assets.rules.validation import REASONS, validate_readings
 from greenstream_assets.schemas import CleansedReadings
 from greenstream_assets.storage import lake
 
@@ -57,47 +57,67 @@ QUARANTINED = dg.AssetKey("quarantined_readings")
 def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     day = partition_day(context)
     store = storage.lake_store()
-    raw = lake.read_parquet(store, lake.layer_key("raw_meter_files", day))
-    result = validate_readings(raw, rules.config(), day)
-    lake.write_layer(store, lake.layer_key("cleansed_readings", day), result.cleansed)
-    lake.write_jsonl(store, lake.quarantine_key(day), result.quarantined)
-    counts = result.reason_counts()
+    config = rules.config()
+    check = SchemaCheck(CleansedReadings)
+    rows_in = collapsed = missing = 0
+    counts = dict.fromkeys(REASONS, 0)
+    kept_head, quarantined_head = Preview(), Preview()
+    # A slice of meters at a time (see lake.meter_slice): a meter's rows, and so its duplicates,
+    # always share a slice.
+    with (
+        lake.read_slices(store, lake.layer_key("raw_meter_files", day)) as slices,
+        lake.SliceWriter(store, lake.layer_key("cleansed_readings", day)) as cleansed,
+        lake.JsonLinesWriter(store, lake.quarantine_key(day)) as quarantined,
+    ):
+        for raw in slices:
+            result = validate_readings(raw, config, day)
+            del raw
+            cleansed.write(result.cleansed)
+            quarantined.write(result.quarantined)
+            check.add(result.cleansed)
+            rows_in += result.rows_in
+            collapsed += result.collapsed_rows
+            missing += int(result.cleansed.get_column("is_missing").sum())
+            for reason, n in result.reason_counts().items():
+                counts[reason] += n
+            kept_head.add(result.cleansed)
+            quarantined_head.add(result.quarantined)
     lake.write_json(
         store,
         lake.validation_stats_key(day),
-        {"rows_in": result.rows_in, "rows_collapsed": result.collapsed_rows, "reasons": counts},
+        {"rows_in": rows_in, "rows_collapsed": collapsed, "reasons": counts},
     )
     yield dg.MaterializeResult(
         asset_key=CLEANSED,
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.cleansed.height),
-            "rows_in": dg.MetadataValue.int(result.rows_in),
-            "rows_collapsed": dg.MetadataValue.int(result.collapsed_rows),
-            "missing_values": dg.MetadataValue.int(int(result.cleansed.get_column("is_missing").sum())),
-            "preview": preview(result.cleansed),
+            "dagster/row_count": dg.MetadataValue.int(cleansed.rows),
+            "rows_in": dg.MetadataValue.int(rows_in),
+            "rows_collapsed": dg.MetadataValue.int(collapsed),
+            "missing_values": dg.MetadataValue.int(missing),
+            "preview": kept_head.value(),
         },
     )
     yield dg.MaterializeResult(
         asset_key=QUARANTINED,
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.quarantined.height),
+            "dagster/row_count": dg.MetadataValue.int(quarantined.rows),
             **{f"reason_{reason}": dg.MetadataValue.int(n) for reason, n in counts.items()},
             "location": dg.MetadataValue.path(lake.quarantine_key(day)),
-            "preview": preview(result.quarantined),
+            "preview": quarantined_head.value(),
         },
     )
-    yield schema_check_result(CLEANSED_SCHEMA, CLEANSED, CleansedReadings, result.cleansed)
-    accounted = result.cleansed.height + result.quarantined.height + result.collapsed_rows
+    yield check.result(CLEANSED_SCHEMA, CLEANSED)
+    accounted = cleansed.rows + quarantined.rows + collapsed
     yield dg.AssetCheckResult(
         check_name=ROWS_CONSERVED,
         asset_key=CLEANSED,
-        passed=accounted == result.rows_in,
+        passed=accounted == rows_in,
         metadata={
-            "rows_in": result.rows_in,
-            "rows_kept": result.cleansed.height,
-            "rows_quarantined": result.quarantined.height,
-            "rows_collapsed": result.collapsed_rows,
-            "unaccounted": result.rows_in - accounted,
+            "rows_in": rows_in,
+            "rows_kept": cleansed.rows,
+            "rows_quarantined": quarantined.rows,
+            "rows_collapsed": collapsed,
+            "unaccounted": rows_in - accounted,
         },
     )
 
@@ -113,16 +133,27 @@ def flagged_anomalies(context: dg.AssetExecutionContext, storage: StorageResourc
     local date, hour and peak-period flag. The faulty periods found are kept beside them."""
     day = partition_day(context)
     store = storage.lake_store()
-    cleansed = lake.read_parquet(store, lake.layer_key("cleansed_readings", day))
-    flagged, periods = flag_readings(cleansed, rules.config())
-    lake.write_layer(store, lake.layer_key("flagged_anomalies", day), flagged)
-    lake.write_layer(store, lake.layer_key("faulty_periods", day), periods)
+    config = rules.config()
+    periods, anomalies, faulty_readings, anomaly_sample = [], 0, 0, Preview()
+    with (
+        lake.read_slices(store, lake.layer_key("cleansed_readings", day)) as slices,
+        lake.SliceWriter(store, lake.layer_key("flagged_anomalies", day)) as out,
+    ):
+        for cleansed in slices:
+            flagged, found = flag_readings(cleansed, config)
+            out.write(flagged)
+            periods.append(found)
+            anomalies += int(flagged.get_column("is_anomaly").sum())
+            faulty_readings += int(flagged.get_column("is_faulty").sum())
+            anomaly_sample.add(flagged.filter(pl.col("is_anomaly")))
+    all_periods = pl.concat(periods).sort("meter_id", "start_ts")
+    lake.write_layer(store, lake.layer_key("faulty_periods", day), all_periods)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(flagged.height),
-            "anomalies": dg.MetadataValue.int(int(flagged.get_column("is_anomaly").sum())),
-            "faulty_readings": dg.MetadataValue.int(int(flagged.get_column("is_faulty").sum())),
-            "faulty_meters": dg.MetadataValue.int(periods.get_column("meter_id").n_unique()),
-            "anomaly_sample": preview(flagged.filter(pl.col("is_anomaly"))),
+            "dagster/row_count": dg.MetadataValue.int(out.rows),
+            "anomalies": dg.MetadataValue.int(anomalies),
+            "faulty_readings": dg.MetadataValue.int(faulty_readings),
+            "faulty_meters": dg.MetadataValue.int(all_periods.get_column("meter_id").n_unique()),
+            "anomaly_sample": anomaly_sample.value(),
         }
     )

@@ -5,7 +5,7 @@ import polars as pl
 
 from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
 from greenstream_assets.defs.resources import StorageResource
-from greenstream_assets.rules.reports import system_peak
+from greenstream_assets.rules.reports import peak_eligible, system_peak
 from greenstream_assets.storage import lake
 
 
@@ -20,10 +20,15 @@ def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     and how many meters reported in it. Missing and anomalous readings never enter a peak."""
     day = partition_day(context)
     store = storage.lake_store()
-    readings = lake.read_parquet(store, lake.archive_key(day)).select(
-        "meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly"
-    )
+    with lake.local_copy(store, lake.archive_key(day)) as path:
+        readings = (
+            pl.scan_parquet(path)
+            .select("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly")
+            .filter(peak_eligible())
+            .collect()
+        )
     peak = system_peak(readings, day)
+    del readings
     storage.open_warehouse().replace_day("daily_peaks", day, peak)
     lake.mark_day_done(store, day, "daily_peaks")
     peak_kw, peak_ts = peak.item(0, "peak_kw"), peak.item(0, "peak_ts")

@@ -18,6 +18,7 @@ from greenstream_assets.storage.warehouse import Warehouse, open_warehouse
 DEFAULT_LANDING = "./data/landing"
 DEFAULT_LAKE = "./data/lake"
 DEFAULT_WAREHOUSE = "./data/warehouse.duckdb"
+DEFAULT_SLICE_ROWS = 600_000
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -32,6 +33,9 @@ class StorageResource(dg.ConfigurableResource):
     warehouse_schema: str = ""
     # S3: the default credential chain, AWS_REGION, and AWS_ENDPOINT_URL for S3-compatible stores.
     s3_max_attempts: int = 10
+    # Rows per slice of meters in the heavy steps (0: GREENSTREAM_SLICE_ROWS, else 600,000). A day
+    # is processed a slice at a time, so this bounds a step's memory, not the day's size.
+    slice_rows: int = 0
 
     def landing_url(self) -> str:
         return self.landing or os.environ.get("GREENSTREAM_LANDING", DEFAULT_LANDING)
@@ -41,6 +45,9 @@ class StorageResource(dg.ConfigurableResource):
 
     def warehouse_url(self) -> str:
         return self.warehouse or os.environ.get("GREENSTREAM_WAREHOUSE", DEFAULT_WAREHOUSE)
+
+    def slice_rows_or_default(self) -> int:
+        return self.slice_rows or int(os.environ.get("GREENSTREAM_SLICE_ROWS") or DEFAULT_SLICE_ROWS)
 
     def s3_client(self) -> Any:
         """A boto3 S3 client from dagster-aws, retrying throttling (503 SlowDown), resets and

@@ -1,17 +1,13 @@
 """Warehouse: the day's readings as the relational table analysts query, and the Parquet archive."""
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import (
-    ARCHIVE_MATCHES_TABLE,
-    TABLE_SCHEMA,
-    daily_check,
-    schema_check_result,
-)
-from greenstream_assets.defs.common import WAREHOUSE_POOL, daily_asset, partition_day, preview
+from greenstream_assets.defs.checks import ARCHIVE_MATCHES_TABLE, TABLE_SCHEMA, SchemaCheck, daily_check
+from greenstream_assets.defs.common import WAREHOUSE_POOL, Preview, daily_asset, partition_day
 from greenstream_assets.defs.resources import StorageResource
 from greenstream_assets.schemas import MeterReadingsTable
 from greenstream_assets.storage import lake
@@ -37,28 +33,44 @@ def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
     kW value and flags (is_missing, is_anomaly, is_faulty, is_peak_period) and the file it came from.
     Re-materializing a day replaces that day in one transaction, never duplicates it."""
     day = partition_day(context)
-    rows = table_rows(lake.read_parquet(storage.lake_store(), lake.layer_key("flagged_anomalies", day)), day)
+    check = SchemaCheck(MeterReadingsTable)
+    totals = {"missing": 0, "anomalies": 0, "meters": 0}
+    head = Preview()
+
+    def rows(slices: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        # A slice of meters at a time, loaded in one transaction and validated as it goes.
+        for flagged in slices:
+            part = table_rows(flagged, day)
+            check.add(part)
+            totals["missing"] += int(part.get_column("is_missing").sum())
+            totals["anomalies"] += int(part.get_column("is_anomaly").sum())
+            totals["meters"] += part.get_column("meter_id").n_unique()
+            head.add(part)
+            yield part
+
     warehouse = storage.open_warehouse()
-    stored = warehouse.replace_day("meter_readings", day, rows)
+    with lake.read_slices(storage.lake_store(), lake.layer_key("flagged_anomalies", day)) as slices:
+        stored = warehouse.replace_day("meter_readings", day, rows(slices))
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(stored),
-            "missing": dg.MetadataValue.int(int(rows.get_column("is_missing").sum())),
-            "anomalies": dg.MetadataValue.int(int(rows.get_column("is_anomaly").sum())),
-            "meters": dg.MetadataValue.int(rows.get_column("meter_id").n_unique()),
-            "preview": preview(rows),
+            "missing": dg.MetadataValue.int(totals["missing"]),
+            "anomalies": dg.MetadataValue.int(totals["anomalies"]),
+            # Slices hold disjoint meters.
+            "meters": dg.MetadataValue.int(totals["meters"]),
+            "preview": head.value(),
         }
     )
-    # The rows loaded are validated whole; the table must then hold exactly that many for the day
-    # (reading 4.8M rows back to validate them again would double the step's cost).
+    # The rows loaded are validated as they go; the table must then hold exactly that many for the
+    # day (reading 4.8M rows back to validate them again would double the step's cost).
     in_table = warehouse.query(
         "SELECT count(*) AS n FROM meter_readings WHERE reading_date = ?", [day]
     ).item()
-    result = schema_check_result(TABLE_SCHEMA, context.asset_key, MeterReadingsTable, rows)
+    result = check.result(TABLE_SCHEMA, context.asset_key)
     yield dg.AssetCheckResult(
         check_name=TABLE_SCHEMA,
         asset_key=context.asset_key,
-        passed=result.passed and in_table == rows.height,
+        passed=result.passed and in_table == stored,
         metadata={**result.metadata, "rows_in_table": dg.MetadataValue.int(in_table)},
         description=result.description,
     )
@@ -82,13 +94,17 @@ def meter_readings_archive(context: dg.AssetExecutionContext, storage: StorageRe
     readers see the previous day file or the new one, never a part."""
     day = partition_day(context)
     store = storage.lake_store()
-    rows = table_rows(lake.read_parquet(store, lake.layer_key("flagged_anomalies", day)), day)
     key = lake.archive_key(day)
-    # The partition column lives in the path (hive layout), not in the file.
-    lake.write_parquet(store, key, rows.drop("reading_date"))
+    with (
+        lake.read_slices(store, lake.layer_key("flagged_anomalies", day)) as slices,
+        lake.SliceWriter(store, key, compression="zstd") as out,
+    ):
+        for flagged in slices:
+            # The partition column lives in the path (hive layout), not in the file.
+            out.write(table_rows(flagged, day).drop("reading_date"))
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(rows.height),
+            "dagster/row_count": dg.MetadataValue.int(out.rows),
             "location": dg.MetadataValue.path(key),
         }
     )
@@ -97,6 +113,6 @@ def meter_readings_archive(context: dg.AssetExecutionContext, storage: StorageRe
     yield dg.AssetCheckResult(
         check_name=ARCHIVE_MATCHES_TABLE,
         asset_key=context.asset_key,
-        passed=archived == rows.height,
-        metadata={"rows_archived": archived, "rows_expected": rows.height},
+        passed=archived == out.rows,
+        metadata={"rows_archived": archived, "rows_expected": out.rows},
     )

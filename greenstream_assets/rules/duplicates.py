@@ -22,11 +22,25 @@ def mark_duplicates(frame: pl.DataFrame, eligible: str) -> pl.DataFrame:
     more different rows still share a meter and instant; all of them are invalid.
     Expects columns ``meter_id``, ``reading_ts``, ``value_num`` (null when missing or not a number),
     ``value_text`` (the text of a value that is not a number, else null) and ``unit``.
+
+    Almost every row has a meter and instant of its own. One pass hashes (meter, instant) to find
+    the candidates, rows whose hash another row shares; the exact comparison runs on those alone
+    (a hash collision only adds a candidate, never a wrong answer).
     """
     elig = pl.col(eligible).fill_null(False)
-    collapsed = elig & ~pl.struct(*KEY, *SAME_READING).is_first_distinct()
-    frame = frame.with_columns(is_collapsed=collapsed)
-    survivor = elig & ~pl.col("is_collapsed")
-    # Non-survivors get a null key; they are excluded by `survivor &` whatever is_duplicated says.
-    shared_key = pl.when(survivor).then(pl.struct(*KEY)).is_duplicated()
-    return frame.with_columns(is_conflicting=survivor & shared_key)
+    shares_hash = elig & pl.when(elig).then(pl.struct(*KEY).hash(seed=0)).is_duplicated()
+    rows = frame.select(shares_hash).to_series().arg_true()
+    candidates = frame.select(*KEY, *SAME_READING)[rows].with_columns(
+        is_collapsed=~pl.struct(*KEY, *SAME_READING).is_first_distinct()
+    )
+    candidates = candidates.with_columns(
+        is_conflicting=~pl.col("is_collapsed")
+        & pl.when(~pl.col("is_collapsed")).then(pl.struct(*KEY)).is_duplicated()
+    )
+
+    def at_candidates(column: str) -> pl.Series:
+        return pl.repeat(False, frame.height, eager=True).scatter(rows, candidates.get_column(column))
+
+    return frame.with_columns(
+        is_collapsed=at_candidates("is_collapsed"), is_conflicting=at_candidates("is_conflicting")
+    )

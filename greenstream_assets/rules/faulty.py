@@ -42,6 +42,8 @@ def flag_faulty(readings: pl.DataFrame, config: RulesConfig) -> tuple[pl.DataFra
     new_run = run_starts(near)
     zero_rows = (
         indexed.filter(~pl.col("is_missing"))
+        # Only what the runs need is sorted, not every column of the day.
+        .select("_row", "meter_id", "reading_ts", "energy_kw", "is_anomaly")
         .sort("meter_id", "reading_ts")
         .with_columns(near=near, run_id=new_run.cum_sum())
         .filter(pl.col("near"))

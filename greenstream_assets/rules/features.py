@@ -54,6 +54,8 @@ HOURLY_FEATURES_SCHEMA = {
 }
 USABLE_CODES = (ACTUAL, FAULTY, *ESTIMATED_CODES)
 _HOUR_KEY = ("meter_id", "local_date", "local_hour")
+# What hourly_features reads of earlier days' output.
+HISTORY_COLUMNS = (*_HOUR_KEY, "kwh")
 # kWh rounded to the microwatt-hour so the sum does not depend on row order.
 _DECIMALS = 6
 

@@ -44,8 +44,8 @@ INCIDENT_SCHEMA = {
     "readings": pl.UInt32,
 }
 
-_READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly")
-_READING_SCHEMA = {
+READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly")
+READING_SCHEMA = {
     "meter_id": pl.String,
     "reading_ts": pl.Datetime("us", "UTC"),
     "energy_kw": pl.Float64,
@@ -98,10 +98,10 @@ def day_incidents(
     the tail and is closed by the day's first reading above the threshold. An incident that began
     and closed within the tail was the previous day's and is not repeated.
     """
-    today = readings.select(_READING_COLUMNS).cast(_READING_SCHEMA).with_columns(_today=pl.lit(True))
+    today = readings.select(READING_COLUMNS).cast(READING_SCHEMA).with_columns(_today=pl.lit(True))
     tail = (
-        previous_tail.select(_READING_COLUMNS)
-        .cast(_READING_SCHEMA)
+        previous_tail.select(READING_COLUMNS)
+        .cast(READING_SCHEMA)
         .join(today, on=["meter_id", "reading_ts"], how="anti")
         .with_columns(_today=pl.lit(False))
     )

@@ -13,7 +13,7 @@ import polars as pl
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.duplicates import mark_duplicates
 from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
-from greenstream_assets.rules.units import unit_factor, value_is_missing, value_number
+from greenstream_assets.rules.units import unit_factor, value_columns
 
 # Quarantine reasons, in the order they are tested: a row gets the first that applies.
 MISSING_METER_ID = "missing_meter_id"
@@ -70,12 +70,13 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     """
     meter = pl.col("meter_id").str.strip_chars()
     value = pl.col("energy_value")
+    is_missing, value_num = value_columns(raw.get_column("energy_value"))
     frame = raw.with_row_index("row_order").with_columns(
+        is_missing,
+        value_num,
         meter_id_clean=pl.when(meter.str.len_chars() > 0).then(meter),
         reading_ts=parse_timestamp_column(raw.get_column("timestamp"), config.timezone),
         unit=pl.col("energy_unit").str.strip_chars(),
-        is_missing=value_is_missing(value),
-        value_num=value_number(value),
         factor=unit_factor(pl.col("energy_unit"), config.unit_factors),
     )
     frame = frame.with_columns(

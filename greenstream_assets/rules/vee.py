@@ -59,6 +59,8 @@ ESTIMATE_SCHEMA = {
     "value_kw": pl.Float64,
     "quality_code": pl.String,
 }
+# What estimate() and completeness() read of the day's flagged readings.
+READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly", "is_faulty")
 _KNOWN_SCHEMA = {
     "meter_id": pl.String,
     "reading_ts": pl.Datetime("us", "UTC"),

@@ -6,12 +6,13 @@ Keys are always relative, ``/``-separated and checked: no key can reach outside 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 
 class UnsafeKey(ValueError):
@@ -53,6 +54,12 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def read_to_file(self, key: str, path: Path) -> None:
+        """Copy an object to a local file without holding it in memory."""
+
+    def write_file(self, key: str, path: Path) -> None:
+        """Publish a local file as ``key``, atomically (as ``write``)."""
+
 
 class LocalBlobStore:
     """A folder as a blob store; writes go to a temporary file and are renamed into place."""
@@ -81,19 +88,34 @@ class LocalBlobStore:
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def write(self, key: str, data: bytes) -> None:
+    def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Write through ``fill`` to a temporary file beside the target, then rename it into place."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{uuid.uuid4().hex[:8]}.")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write(self, key: str, data: bytes) -> None:
+        self._publish(key, lambda handle: handle.write(data))
+
+    def read_to_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
+
+    def local_path(self, key: str) -> Path:
+        """The object's own file (read it, never write to it)."""
+        return self._path(key)
+
+    def write_file(self, key: str, path: Path) -> None:
+        with open(path, "rb") as source:
+            self._publish(key, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

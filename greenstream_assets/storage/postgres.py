@@ -26,7 +26,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from greenstream_assets.storage.warehouse import TABLES, VIEWS
+from greenstream_assets.storage.warehouse import TABLES, VIEWS, Rows, frames
 
 PG_TYPES = {
     "VARCHAR": "TEXT",
@@ -175,30 +175,32 @@ class PostgresWarehouse:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version VALUES (%s, now())", [version])
 
-    def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
+    def replace_day(self, table: str, day: date, rows: Rows) -> int:
         columns = [name for name, _, _ in TABLES[table]]
-        rows = rows.select(columns)
         if table == "meter_readings":
-            self._swap_partition(day, rows)
-        else:
-            with self.connect() as conn, conn.transaction():
-                conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE reading_date = %s").format(sql.Identifier(table)), [day]
-                )
-                self._copy(conn, table, rows)
-        return rows.height
+            return self._swap_partition(day, columns, rows)
+        with self.connect() as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE reading_date = %s").format(sql.Identifier(table)), [day]
+            )
+            return self._copy(conn, table, columns, rows)
 
-    def _copy(self, conn: psycopg.Connection, table: str, rows: pl.DataFrame) -> None:
+    def _copy(self, conn: psycopg.Connection, table: str, columns: list[str], rows: Rows) -> int:
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, rows.columns))
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
+        copied = 0
         with conn.cursor() as cur, cur.copy(statement) as copy:
-            for offset in range(0, rows.height, COPY_CHUNK_ROWS):
-                buffer = io.BytesIO()
-                rows.slice(offset, COPY_CHUNK_ROWS).write_csv(buffer, include_header=False)
-                copy.write(buffer.getvalue())
+            for part in frames(rows):
+                part = part.select(columns)
+                for offset in range(0, part.height, COPY_CHUNK_ROWS):
+                    buffer = io.BytesIO()
+                    part.slice(offset, COPY_CHUNK_ROWS).write_csv(buffer, include_header=False)
+                    copy.write(buffer.getvalue())
+                copied += part.height
+        return copied
 
-    def _swap_partition(self, day: date, rows: pl.DataFrame) -> None:
+    def _swap_partition(self, day: date, columns: list[str], rows: Rows) -> int:
         lo = datetime.combine(day, time(), UTC)
         hi = lo + timedelta(days=1)
         partition = f"meter_readings_{day:%Y%m%d}"
@@ -218,7 +220,7 @@ class PostgresWarehouse:
                     )
                 )
                 with conn.transaction():
-                    self._copy(conn, stage, rows)
+                    copied = self._copy(conn, stage, columns, rows)
                 ident = sql.Identifier(stage)
                 conn.execute(
                     sql.SQL(
@@ -262,6 +264,7 @@ class PostgresWarehouse:
             finally:
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(stage)))
                 conn.execute("SELECT pg_advisory_unlock(%s)", [self._lock_key("meter_readings", day)])
+        return copied
 
     def read_day(self, table: str, day: date) -> pl.DataFrame:
         schema = {name: POLARS_TYPES[_pg_type(kind)[0]] for name, kind, _ in TABLES[table]}

@@ -8,6 +8,7 @@ object the lake publishes (a day's archive file, a day's quarantine) is a single
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -56,6 +57,13 @@ class S3BlobStore:
 
     def write(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
+
+    def read_to_file(self, key: str, path: Path) -> None:
+        self.client.download_file(self.bucket, self.prefix + key, str(path))
+
+    def write_file(self, key: str, path: Path) -> None:
+        # Large files go up in parts; the object appears only when the upload completes.
+        self.client.upload_file(str(path), self.bucket, self.prefix + check_key(key))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.prefix + check_key(key))

@@ -6,7 +6,7 @@ parameters. A day is replaced in one transaction: readers see the old day or the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -15,7 +15,9 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-SCHEMA_VERSION = 2
+# 3: no ART index on reading_date. Days are loaded whole, so each row group's min/max (DuckDB's
+# zonemaps) already finds a day; an ART index over one value per day only slowed every load.
+SCHEMA_VERSION = 3
 
 # table -> (column, DuckDB type, comment); every table has reading_date, the day it belongs to.
 TABLES: dict[str, list[tuple[str, str, str]]] = {
@@ -103,7 +105,8 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("estimated_intervals", "BIGINT NOT NULL", "Intervals estimated by VEE"),
     ],
 }
-INDEXES = {table: ["reading_date"] for table in TABLES}
+# Indexes of earlier schema versions, dropped by ensure_schema.
+DROPPED_INDEXES = [f"{table}_reading_date_idx" for table in TABLES]
 # The faulty-meter registry: one row per incident, in the state its latest day reported.
 VIEWS = {
     "faulty_meter_incidents": (
@@ -127,13 +130,25 @@ DUCK_TO_POLARS = {
 }
 
 
+# What a day is loaded from: one frame, or its slices one after another.
+Rows = pl.DataFrame | Iterable[pl.DataFrame]
+
+
+def frames(rows: Rows) -> Iterator[pl.DataFrame]:
+    if isinstance(rows, pl.DataFrame):
+        yield rows
+    else:
+        yield from rows
+
+
 class Warehouse(Protocol):
     url: str
 
     def ensure_schema(self) -> None: ...
 
-    def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
-        """Atomically replace ``table``'s rows for ``day`` with ``rows``; return the rows stored."""
+    def replace_day(self, table: str, day: date, rows: Rows) -> int:
+        """Atomically replace ``table``'s rows for ``day`` with ``rows`` (a frame, or frames loaded
+        one after another in the same transaction); return the rows stored."""
 
     def read_day(self, table: str, day: date) -> pl.DataFrame:
         """``table``'s rows for ``day``, typed as the frames that were loaded."""
@@ -171,8 +186,8 @@ class DuckDBWarehouse:
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
                 for name, _, comment in columns:
                     conn.execute(f"COMMENT ON COLUMN {table}.{name} IS '{_sql_text(comment)}'")
-                for column in INDEXES[table]:
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column}_idx ON {table} ({column})")
+            for index in DROPPED_INDEXES:
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
             for view, body in VIEWS.items():
                 conn.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
             current = conn.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
@@ -180,21 +195,23 @@ class DuckDBWarehouse:
                 conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
             conn.execute("COMMIT")
 
-    def replace_day(self, table: str, day: date, rows: pl.DataFrame) -> int:
+    def replace_day(self, table: str, day: date, rows: Rows) -> int:
         columns = [name for name, _, _ in TABLES[table]]
-        arrow_rows = rows.select(columns).to_arrow()
+        stored = 0
         with self.connect() as conn:
             conn.execute("BEGIN")
             try:
                 conn.execute(f"DELETE FROM {table} WHERE reading_date = ?", [day])
-                conn.register("incoming_rows", arrow_rows)
-                conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming_rows")
-                conn.unregister("incoming_rows")
+                for part in frames(rows):
+                    conn.register("incoming_rows", part.select(columns).to_arrow())
+                    conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming_rows")
+                    conn.unregister("incoming_rows")
+                    stored += part.height
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return rows.height
+        return stored
 
     def read_day(self, table: str, day: date) -> pl.DataFrame:
         columns = [name for name, _, _ in TABLES[table]]

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from greenstream_assets.defs.checks import schema_check_result
+from greenstream_assets.defs.checks import SchemaCheck, schema_check_result
 from greenstream_assets.schemas import CleansedReadings
 
 
@@ -55,5 +55,28 @@ def test_failures_are_counted_per_check_and_the_sample_names_the_reading():
     )
     assert (
         "| energy_kw | greater_than_or_equal_to(0) | -1.5 | 1 | M2 | 2024-03-04 10:00:00+00:00 | a.csv | 3 |"
+        in sample
+    )
+
+
+def test_a_check_over_slices_sums_the_counts_and_numbers_rows_from_the_start_of_the_day():
+    check = SchemaCheck(CleansedReadings)
+    check.add(cleansed([("M1", T, 1.0, False, "a.csv", 2), ("M2", T, -1.5, False, "a.csv", 3)]))
+    check.add(cleansed([]))
+    check.add(cleansed([("M3", T, -2.0, False, "b.csv", 7), ("M3", T, 1.0, False, "b.csv", 8)]))
+    result = check.result("cleansed_schema", dg.AssetKey("x"))
+    assert not result.passed
+    assert result.metadata["rows_checked"].value == 4
+    assert result.metadata["failures[energy_kw:greater_than_or_equal_to(0)]"].value == 2
+    # M3 twice at one instant, within its slice (a meter's rows always share one): both rows fail.
+    assert result.metadata["failures[CleansedReadings:multiple_fields_uniqueness]"].value == 2
+    assert result.metadata["failures"].value == 4
+    sample = result.metadata["failure_sample"].value
+    assert (
+        "| energy_kw | greater_than_or_equal_to(0) | -1.5 | 1 | M2 | 2024-03-04 10:00:00+00:00 | a.csv | 3 |"
+        in sample
+    )
+    assert (
+        "| energy_kw | greater_than_or_equal_to(0) | -2.0 | 2 | M3 | 2024-03-04 10:00:00+00:00 | b.csv | 7 |"
         in sample
     )

@@ -58,16 +58,16 @@ def test_a_run_killed_while_publishing_the_archive_keeps_the_previous_one(platfo
     before = lake.read_parquet(platform.lake, lake.archive_key(MON))
 
     store_type = type(platform.lake)
-    original = store_type.write
+    original = store_type.write_file
 
-    def killed(self, key, data):
+    def killed(self, key, path):
         if key == lake.archive_key(MON):
             raise KeyboardInterrupt("process killed mid-upload")  # not an ordinary error: no retry saves it
-        return original(self, key, data)
+        return original(self, key, path)
 
     platform.drop("a.csv", V2)
     with monkeypatch.context() as patch:
-        patch.setattr(store_type, "write", killed)
+        patch.setattr(store_type, "write_file", killed)
         failed = run_landing_zone(instance=platform.instance, resources=resources)
     assert failed.failed and failed.failed[0].startswith("2024-03-04")
     # Readers still get the whole previous archive.

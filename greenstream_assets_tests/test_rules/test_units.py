@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.units import MISSING_TOKENS, unit_factor, value_is_missing, value_number
+from greenstream_assets.rules.units import (
+    MISSING_TOKENS,
+    unit_factor,
+    value_columns,
+    value_is_missing,
+    value_number,
+)
 from greenstream_assets.rules.validation import validate_readings
 
 from .helpers import DAY, raw_frame
@@ -119,3 +127,36 @@ def test_custom_unit_factors() -> None:
     config = RulesConfig(unit_factors={"W": 0.001, "kW": 1.0, "MW": 1000.0})
     result = validate_readings(raw_frame([("m1", T, "0.05", "MW")]), config, DAY)
     assert result.cleansed.get_column("energy_kw").to_list() == [pytest.approx(50.0)]
+
+
+VALUES = [
+    *("", "   ", "null", "NULL", " NaN ", " null ", "n/a", "N/A", "nan", "inf", "-inf", "+inf", "Infinity"),
+    *("0", "-0", " -0.0 ", "1.5", "1.50", " 2 ", "-3", "1e3", "1E-2", ".5", "+1", "abc", "1,5", "nana", None),
+]
+
+
+def assert_value_columns_agree(texts: list[str | None]) -> tuple[list, list]:
+    """value_columns gives, row by row, what the expressions value_is_missing and value_number give."""
+    values = pl.Series("energy_value", texts, dtype=pl.String)
+    is_missing, number = value_columns(values)
+    frame = values.to_frame().select(
+        m=value_is_missing(pl.col("energy_value")), n=value_number(pl.col("energy_value"))
+    )
+    assert is_missing.to_list() == frame.get_column("m").to_list()
+    assert number.to_list() == frame.get_column("n").to_list()
+    assert (is_missing.name, number.name) == ("is_missing", "value_num")
+    return is_missing.to_list(), number.to_list()
+
+
+def test_value_columns_agree_with_the_rules_row_by_row() -> None:
+    is_missing, number = assert_value_columns_agree(VALUES)
+    assert [v for v, m in zip(VALUES, is_missing, strict=True) if m] == [
+        *("", "   ", "null", "NULL", " NaN ", " null ", "n/a", "N/A", "nan", None),
+    ]
+    assert number[VALUES.index("-0")] == 0.0 and str(number[VALUES.index(" -0.0 ")]) == "0.0"
+    assert number[VALUES.index(" 2 ")] == 2.0 and number[VALUES.index("inf")] is None
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=8), st.floats().map(str)), max_size=40))
+def test_value_columns_agree_with_the_rules_for_any_text(texts: list[str | None]) -> None:
+    assert_value_columns_agree(texts)

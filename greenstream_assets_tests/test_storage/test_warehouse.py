@@ -4,6 +4,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -32,7 +33,26 @@ def test_replacing_a_day_twice_keeps_one_copy_and_other_days(tmp_path):
     warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
     rows = warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks ORDER BY reading_date").rows()
     assert rows == [(date(2024, 3, 3), 9.0), (DAY, 2.0)]
-    assert warehouse.query("SELECT max(version) FROM schema_version").item() == 2
+    assert warehouse.query("SELECT max(version) FROM schema_version").item() == 3
+
+
+def test_a_version_2_warehouse_loses_its_reading_date_indexes_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.ensure_schema()
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
+    with duckdb.connect(str(path)) as conn:  # as schema version 2 left it
+        conn.execute("CREATE INDEX meter_readings_reading_date_idx ON meter_readings (reading_date)")
+        conn.execute("CREATE INDEX daily_peaks_reading_date_idx ON daily_peaks (reading_date)")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (2, now())")
+    warehouse.ensure_schema()
+    assert warehouse.query("SELECT index_name FROM duckdb_indexes()").height == 0
+    assert warehouse.query("SELECT version FROM schema_version ORDER BY version").to_series().to_list() == [
+        2,
+        3,
+    ]
+    assert warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks").rows() == [(DAY, 2.0)]
 
 
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):

@@ -122,6 +122,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         def get(key: str) -> int:
             return len(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
+        # The listing alone (what any tick must do first): 1,000 keys per page, pages one by one.
+        def list_all() -> int:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="landing/")
+            return sum(len(page.get("Contents", [])) for page in pages)
+
+        listed, list_s = timed(list_all)
+        assert listed == len(keys), (listed, len(keys))
+        out.update(raw_list_s=list_s)
+
         sample = keys[: min(len(keys), args.get_sample)]
         with ThreadPoolExecutor(PIPELINE_THREADS) as pool:
             _, get_concurrent_s = timed(lambda: list(pool.map(get, sample)))
@@ -191,7 +200,8 @@ def render(out: dict[str, Any]) -> str:
         f"objects: {objects:,} per-meter files, {rows:,} rows, {out['csv_mb']:.0f} MB of CSV ({out['endpoint']})",
         f"reference, raw GETs alone: {out['raw_get_rate_concurrent']:,.0f} objects/s with {PIPELINE_THREADS} threads "
         f"({out['raw_get_sample']:,} objects), {out['raw_get_rate_sequential']:,.0f} objects/s one after another; "
-        f"PUTs (upload, 32 threads): {out['put_rate']:,.0f}/s",
+        f"PUTs (upload, 32 threads): {out['put_rate']:,.0f}/s; listing all {objects:,} keys alone: "
+        f"{out.get('raw_list_s', float('nan')):.1f} s",
         f"{'step':<60}{'seconds':>10}{'objects/s':>12}{'rows/s':>12}",
     ]
     for name, key in [

@@ -37,13 +37,18 @@ def flag_faulty(readings: pl.DataFrame, config: RulesConfig) -> tuple[pl.DataFra
     Expects ``meter_id``, ``reading_ts``, ``energy_kw``, ``is_missing``, ``is_anomaly``; one row per
     meter and instant. Periods: ``meter_id``, ``start_ts``, ``end_ts``, ``readings``.
     """
-    indexed = readings.with_row_index("_row")
     near = near_zero(config)
     new_run = run_starts(near)
-    zero_rows = (
-        indexed.filter(~pl.col("is_missing"))
-        # Only what the runs need is sorted, not every column of the day.
+    sent = (
+        readings.with_row_index("_row")
+        .filter(~pl.col("is_missing"))
         .select("_row", "meter_id", "reading_ts", "energy_kw", "is_anomaly")
+    )
+    # Runs are a meter's own: only meters with a reading near zero can have one, and only their
+    # readings (a small share of the day) need sorting by meter and time.
+    candidates = sent.filter(near).get_column("meter_id").unique()
+    zero_rows = (
+        sent.filter(pl.col("meter_id").is_in(candidates.implode()))
         .sort("meter_id", "reading_ts")
         .with_columns(near=near, run_id=new_run.cum_sum())
         .filter(pl.col("near"))

@@ -107,9 +107,11 @@ def day_incidents(
     )
     near = near_zero(config)
     new_run = run_starts(near)
+    sent = pl.concat([tail, today]).filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
+    # Only meters with a reading near zero (today or in the tail) can have an incident to report.
+    candidates = sent.filter(near).get_column("meter_id").unique()
     rows = (
-        pl.concat([tail, today])
-        .filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
+        sent.filter(pl.col("meter_id").is_in(candidates.implode()))
         .sort("meter_id", "reading_ts")
         .with_columns(near=near, run_id=new_run.cum_sum())
         .join(_previous_open(previous_open_incidents), on="meter_id", how="left")

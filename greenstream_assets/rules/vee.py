@@ -142,11 +142,16 @@ def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.D
     start, end = local_day_bounds(day, config.timezone)
     expected = expected_intervals(day, config.timezone, config.interval_minutes)
     meters = _meters(readings)
+    # An interval is received when a reading with a value sits exactly on its start: in
+    # [start, end) and a whole number of intervals after the local midnight.
+    step_us = config.interval_minutes * 60_000_000
+    since_start = (pl.col("reading_ts") - pl.lit(start)).dt.total_microseconds()
     received = (
-        _grid(meters, start, end, config.interval_minutes)
-        .join(_known(readings, None).filter(_reading_code().is_not_null()), on=KEY, how="semi")
+        _known(readings, None)
+        .filter(_reading_code().is_not_null())
+        .filter((pl.col("reading_ts") >= start) & (pl.col("reading_ts") < end) & (since_start % step_us == 0))
         .group_by("meter_id")
-        .agg(received_intervals=pl.len())
+        .agg(received_intervals=pl.col("reading_ts").n_unique())
     )
     return (
         meters.join(received, on="meter_id", how="left")

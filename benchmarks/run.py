@@ -114,6 +114,7 @@ def launch(
     result["process_wall_s"] = wall
     # The 1-minute load average around the variant: the machine is shared with other work.
     result["load_1min"] = [load_before, os.getloadavg()[0]]
+    result_path.write_text(json.dumps(result, indent=1, default=str))
     # The largest of the process and its waited-for children (moto's server for (d) and S3).
     result["peak_rss_mb"] = usage.ru_maxrss / MB
     status_text = (
@@ -126,6 +127,8 @@ def launch(
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     data = workdir / "data"
+    if args.resume:
+        return resume(args, workdir, data)
     if data.exists() and not args.reuse_data:
         shutil.rmtree(data)
     data.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,28 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"generation failed: {gen.get('error')}")
         (data / "generate.json").write_text(json.dumps(gen))
         results["data"] = gen
+    return measure(args, results, workdir, data)
+
+
+def resume(args: argparse.Namespace, workdir: Path, data: Path) -> dict[str, Any]:
+    """Continue an interrupted run: same files, same code snapshot, the runs and once-variants it
+    finished kept, the rest measured now."""
+    results = json.loads(Path(args.results).read_text())
+    if results["config"]["meters"] != args.meters or not (data / "raw.parquet").exists():
+        raise SystemExit("--resume needs the interrupted run's results file and generated files")
+    if results["code"].get("snapshot"):
+        CODE_PATH[:] = [results["code"]["snapshot"]]
+        now = code_fingerprint(Path(CODE_PATH[0]) / "greenstream_assets")
+        if now["sha256"] != results["code"]["sha256"]:
+            raise SystemExit("the code snapshot changed since the run started")
+    results.setdefault("resumed", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
+    results["config"].update(runs=args.runs, slow_runs=args.slow_runs)
+    return measure(args, results, workdir, data)
+
+
+def measure(args: argparse.Namespace, results: dict[str, Any], workdir: Path, data: Path) -> dict[str, Any]:
+    """Every variant in a fresh process, run after run, then the once-only variants."""
+    day = args.day.isoformat()
     landing = {"batch": str(data / "batch"), "per-meter": str(data / "per-meter"), "week": str(data / "week")}
     skip = set(filter(None, args.skip.split(",")))
 
@@ -174,7 +199,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         return common
 
     order = [label for label in VARIANTS if label not in skip]
-    for run in range(1, args.runs + 1):
+    for run in range(len(results["runs"]) + 1, args.runs + 1):
         measured: dict[str, Any] = {}
         for label in order:
             if label in SLOW and run > args.slow_runs:
@@ -186,16 +211,16 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         results["runs"].append(measured)
         save(results, args)
 
-    if "profile" not in skip:
+    if "profile" not in skip and "profile" not in results["once"]:
         p = {**params("c_dagster_batch", 0), "scratch": str(workdir / "scratch" / "profile"), "profile": True}
         results["once"]["profile"] = launch("profile", "dagster_day", p, workdir)
         shutil.rmtree(p["scratch"], ignore_errors=True)
         save(results, args)
-    if "breakdown" not in skip:
+    if "breakdown" not in skip and "breakdown" not in results["once"]:
         p = {"raw": str(data / "raw.parquet"), "landing": landing["batch"], "day": day}
         results["once"]["breakdown"] = launch("breakdown", "breakdown", p, workdir)
         save(results, args)
-    if "s3_scale" not in skip:
+    if "s3_scale" not in skip and "s3_scale" not in results["once"]:
         argv = ["--from-dir", landing["per-meter"], "--day", day, "--scratch", str(workdir)]
         results["once"]["s3_scale"] = launch("s3_scale", "", {"argv": argv}, workdir, script="s3_scale.py")
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -363,9 +388,14 @@ def step_table(
     median peak RSS of the process while the step ran."""
     per_step: dict[tuple[str, str], list[float]] = {}
     per_rss: dict[tuple[str, str], list[float]] = {}
+    order: dict[tuple[str, str], int] = {}
     for measured in ok_results(results, label):
         for run in measured.get("runs", []):
             job = "ingest" if run["job"] == "ingest_landing_job" else "day"
+            for n, (step, _) in enumerate(
+                sorted(run["steps"].items(), key=lambda kv: kv[1]["start"]), start=1
+            ):
+                order.setdefault((job, step), n)
             for step, timing in run["steps"].items():
                 per_step.setdefault((job, step), []).append(timing["wall_s"])
                 per_rss.setdefault((job, step), []).append(timing.get("peak_rss_mb"))
@@ -380,7 +410,8 @@ def step_table(
         items = [(k[1], med(v), med(per_rss.get(k, []))) for k, v in per_step.items() if k[0] == job]
         items.sort(key=lambda kv: (kv[0].startswith("("), -(kv[1] or 0)))
         for step, wall, rss in items:
-            rows.append((job, step, wall, (wall / whole * 100) if whole and wall is not None else None, rss))
+            shown = f"{step} (#{order[(job, step)]})" if (job, step) in order else step
+            rows.append((job, shown, wall, (wall / whole * 100) if whole and wall is not None else None, rss))
     return rows
 
 
@@ -445,7 +476,14 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
     md.append(
         f"\nRun started {results['started']}, finished {results.get('finished', '(unfinished)')}. Options: "
         f"{cfg['meters']:,} meters at 15-minute readings, day {cfg['day']}, {cfg['runs']} runs "
-        f"(the slow variants (d) and (e) in the first {cfg['slow_runs']} of them), a {cfg['days']}-day backfill.\n"
+        f"(the slow variants (d) and (e) in the first {cfg['slow_runs']} of them), a {cfg['days']}-day backfill."
+        + (
+            f" Interrupted and resumed ({', '.join(results['resumed'])}): see the notes under the machine; the "
+            "`runs` column of the results says how many runs each variant has."
+            if results.get("resumed")
+            else ""
+        )
+        + "\n"
     )
     md.append("\n## The machine\n\n")
     v = m["versions"]
@@ -457,6 +495,8 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
         f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}. The machine is "
         "shared: other work ran during the benchmark, which is why every ratio is taken within one run.\n"
     )
+    for note in results.get("notes", []):
+        md.append(f"- {note}\n")
     code = results.get("code", {})
     if code:
         changed = code.get("live_at_end") and code["live_at_end"]["sha256"] != code["sha256"]
@@ -598,7 +638,12 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
             f"{s3['objects']:,} objects ({s3['csv_mb']:.0f} MB, {s3['rows']:,} rows) on {s3['endpoint']}, measured once. "
             f"The reference, moto alone: **{s3['raw_get_rate_concurrent']:,.0f} GETs/s** with 16 concurrent requests "
             f"({s3['raw_get_sample']:,} objects), {s3['raw_get_rate_sequential']:,.0f} GETs/s one after another, "
-            f"{s3['put_rate']:,.0f} PUTs/s with 32 threads.\n\n"
+            f"{s3['put_rate']:,.0f} PUTs/s with 32 threads"
+            + (
+                f"; listing all {s3['objects']:,} keys alone (no pipeline): **{s3['raw_list_s']:.1f} s**.\n\n"
+                if "raw_list_s" in s3
+                else ".\n\n"
+            )
         )
         md.append("| step | s | objects/s | S3 calls |\n|---|---:|---:|---|\n")
         for key, calls, label in (
@@ -622,26 +667,38 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
             f"{s3['peak_rss_mb']:,.0f} MB, moto server {s3.get('moto_peak_rss_mb', 0):,.0f} MB.\n"
         )
 
-    back = ok_results(results, "e_backfill")
-    one = ok_results(results, "c_dagster_batch")
-    if back:
-        walls = day_run_walls(back[0])
-        md.append("\n### Backfill (e): cost per day\n\n")
-        day_rss = {
-            r["partition"]: r.get("peak_rss_mb") for r in back[0]["runs"] if r["job"] == "daily_readings_job"
-        }
-        ingest_rss = [r.get("peak_rss_mb") for r in back[0]["runs"] if r["job"] == "ingest_landing_job"]
-        md.append("| run | wall s | peak RSS MB during the run |\n|---|---:|---:|\n")
+    pairs = [
+        (i + 1, run["e_backfill"], run["c_dagster_batch"])
+        for i, run in enumerate(results["runs"])
+        if run.get("e_backfill", {}).get("ok") and run.get("c_dagster_batch", {}).get("ok")
+    ]
+    if pairs:
+        md.append("\n### Backfill (e): cost per day, in each run that measured it\n\n")
         md.append(
-            f"| ingestion of all {len(walls['days'])} days | {fmt(walls['ingest_s'], 1)} | {fmt(med(ingest_rss), 0)} |\n"
+            "Wall of each Dagster run and the process's peak RSS while it ran; the one-day (c) of the same "
+            "run for comparison.\n\n"
         )
-        for d, w in walls["days"].items():
-            md.append(f"| day {d} | {w:.1f} | {fmt(day_rss.get(d), 0)} |\n")
         md.append(
-            f"\nIngestion of the {len(walls['days'])} days: {fmt(walls['ingest_s'], 1)} s (one day: "
-            f"{fmt(med([day_run_walls(x)['ingest_s'] for x in one]), 1)} s). Peak RSS {back[0]['peak_rss_mb']:,.0f} MB "
-            f"against {fmt(med([x['peak_rss_mb'] for x in one]), 0)} MB for one day.\n"
+            "| Dagster run | "
+            + " | ".join(f"run {n}: wall s | run {n}: peak RSS MB" for n, _, _ in pairs)
+            + " |\n"
         )
+        md.append("|---|" + "---:|---:|" * len(pairs) + "\n")
+        per_run = []
+        for _, back, one in pairs:
+            rows = {"ingestion, all days": (day_run_walls(back)["ingest_s"], None)}
+            for r in back["runs"]:
+                key = "ingestion, all days" if r["job"] == "ingest_landing_job" else f"day {r['partition']}"
+                rows[key] = (r["wall_s"], r.get("peak_rss_mb"))
+            rows["whole backfill (e)"] = (back["wall_s"], back["peak_rss_mb"])
+            rows["one day alone (c), same run"] = (one["wall_s"], one["peak_rss_mb"])
+            per_run.append(rows)
+        for key in per_run[0]:
+            cells = " | ".join(
+                f"{fmt(r.get(key, (None, None))[0], 1)} | {fmt(r.get(key, (None, None))[1], 0)}"
+                for r in per_run
+            )
+            md.append(f"| {key} | {cells} |\n")
 
     md.append("\n## Where the time goes\n\n")
     md.append(
@@ -725,6 +782,11 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE / "results.json"))
     parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run recorded in --results (same files, same code snapshot)",
+    )
     parser.add_argument(
         "--no-snapshot",
         dest="snapshot",

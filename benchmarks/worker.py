@@ -310,8 +310,7 @@ class Probe:
         setattr(owner, name, wrapped)
 
     def install(self) -> None:
-        from greenstream_assets.defs import ingestion as defs_ingestion
-        from greenstream_assets.defs import quality, warehouse
+        from greenstream_assets.defs import quality
         from greenstream_assets.storage import blobs, lake
         from greenstream_assets.storage import warehouse as wh
 
@@ -323,8 +322,13 @@ class Probe:
             ("write_json", "lake.write_json"),
         ]:
             self.wrap(lake, name, category, key_arg=1)
-        for module in (defs_ingestion, quality, warehouse):
-            self.wrap(module, "schema_check_result", "pandera check", key_arg=0)
+        from greenstream_assets.defs import checks
+
+        # Pandera, a slice at a time (checks.SchemaCheck.add), as every step evaluates it.
+        self.wrap(checks.SchemaCheck, "add", "pandera check (per slice)")
+        self.wrap(lake.SliceWriter, "write", "lake.SliceWriter.write (a slice's row group)")
+        self.wrap(lake.JsonLinesWriter, "write", "lake.JsonLinesWriter.write (quarantine)")
+        self.wrap(blobs.LocalBlobStore, "write_file", "store.write_file (publish a layer)", key_arg=1)
         self.wrap(wh.DuckDBWarehouse, "replace_day", "warehouse.replace_day", key_arg=1)
         self.wrap(wh.DuckDBWarehouse, "read_day", "warehouse.read_day", key_arg=1)
         self.wrap(wh.DuckDBWarehouse, "ensure_schema", "warehouse.ensure_schema")
@@ -336,7 +340,8 @@ class Probe:
         from greenstream_assets import ingestion
         from greenstream_assets.rules import features, incidents, meter_reports, vee
 
-        self.wrap(ingestion, "read_meter_file", "rules: read_meter_file (parse CSV)")
+        self.wrap(ingestion, "read_meter_text", "rules: read_meter_text (parse CSV, file by file)")
+        self.wrap(ingestion, "read_meter_files", "rules: read_meter_files (plain files, a chunk at once)")
         self.wrap(ingestion, "_assign_days", "rules: _assign_days (parse timestamps)")
         self.wrap(quality, "validate_readings", "rules: validate_readings")
         self.wrap(quality, "flag_readings", "rules: flag_readings")

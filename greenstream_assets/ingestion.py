@@ -18,7 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.files import RejectedFile, read_meter_file
+from greenstream_assets.rules.files import (
+    CANONICAL_HEADER,
+    RejectedFile,
+    check_text,
+    read_meter_files,
+    read_meter_text,
+    simple_body,
+)
 from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import BlobStore, ObjectInfo, UnsafeKey, check_key
@@ -140,21 +147,25 @@ def ingest_new_files(
     previous = current_versions(ledger)
     known = dict(previous.select("key", "checksum").unique().iter_rows())
 
-    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, int, str, pl.DataFrame | Exception | None]:
-        """All of one file's I/O, run on a worker thread: read, back up or set aside, parse."""
+    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, int, str, str | pl.DataFrame | Exception | None]:
+        """All of one file's I/O, run on a worker thread: read, back up or set aside, parse. A file
+        in the meters' own plain format comes back as its data lines (``simple_body``), parsed
+        later with the rest of its chunk in one go; any other as its parsed rows."""
         data = landing.read(obj.key)
         checksum = hashlib.sha256(data).hexdigest()
         if known.get(obj.key) == checksum:
             return obj, len(data), checksum, None
         try:
             check_key(obj.key)
-            parsed: pl.DataFrame | Exception = read_meter_file(data, obj.key)
+            text = check_text(data)
+            parsed: str | pl.DataFrame | Exception = simple_body(text) or read_meter_text(text, obj.key)
         except (RejectedFile, UnsafeKey) as err:
             parsed = err
         if isinstance(parsed, Exception):
             _fail_file(lake_store, obj.key, data, checksum, _failure_reason(obj, parsed), str(parsed), now)
         else:
-            lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
+            # Made durable with the whole batch, before the ledger records it (below).
+            lake_store.write_deferred(lake.raw_backup_key(checksum, obj.key), data)
         return obj, len(data), checksum, parsed
 
     ledger_rows: list[dict] = []
@@ -166,6 +177,8 @@ def ingest_new_files(
         for number, chunk in enumerate(chunks):
             part = f"{batch}-{number:04d}"
             frames: list[pl.DataFrame] = []
+            simple: list[tuple[str, str]] = []
+            checksums: dict[str, str] = {}
             bases: dict[str, dict] = {}
             for obj, size, checksum, parsed in pool.map(fetch, chunk):
                 base = {
@@ -193,9 +206,14 @@ def ingest_new_files(
                     report.failures.append({"key": obj.key, "reason": reason, "detail": str(parsed)})
                     ledger_rows.append({**base, "status": "failed", "reason": reason, "day": None, "rows": 0})
                     continue
-                frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
+                if isinstance(parsed, str):
+                    simple.append((parsed, obj.key))
+                    checksums[obj.key] = checksum
+                else:
+                    frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
                 bases[obj.key] = base
                 report.files_staged += 1
+            frames.extend(_read_simple(simple, checksums))
             if not frames:
                 continue
             rows = _assign_days(pl.concat(frames), config, now.date())
@@ -224,6 +242,8 @@ def ingest_new_files(
         .to_list()
     )
     report.affected_days = sorted(days)
+    # The backups on disk before the ledger says they are there (one flush for the batch).
+    lake_store.sync()
     # Ledger rows first, the batch note last: the note is what tells the sensor to look.
     lake.write_parquet(
         lake_store,
@@ -241,6 +261,24 @@ def ingest_new_files(
         },
     )
     return report
+
+
+def _read_simple(simple: list[tuple[str, str]], checksums: dict[str, str]) -> list[pl.DataFrame]:
+    """The plain files of a chunk parsed together (or one by one, should their lines not come out
+    one row each), with their checksum."""
+    if not simple:
+        return []
+    together = read_meter_files(simple)
+    parts = (
+        [together]
+        if together is not None
+        else [read_meter_text(f"{CANONICAL_HEADER}\n{body}", key) for body, key in simple]
+    )
+    sums = pl.DataFrame(
+        {"source_file": list(checksums), "checksum": list(checksums.values())},
+        schema={"source_file": pl.String, "checksum": pl.String},
+    )
+    return [part.join(sums, on="source_file", how="left", maintain_order="left") for part in parts]
 
 
 def _chunks(objects: list[ObjectInfo], chunk_bytes: int) -> list[list[ObjectInfo]]:

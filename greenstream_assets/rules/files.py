@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import polars as pl
 
@@ -26,14 +27,8 @@ def _control_bytes(data: bytes) -> int:
     return len(data) - len(data.translate(None, _CONTROL))
 
 
-def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
-    """Parse CSV bytes to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
-
-    Column names are matched after trimming spaces and case; order is free and extra columns are
-    dropped. ``line_number`` is the 1-based line in the file (the header is line 1).
-    Raises ``RejectedFile`` for an empty file, bytes that are not UTF-8 text, unparseable CSV, or
-    missing required columns.
-    """
+def check_text(data: bytes) -> str:
+    """The file's text, or ``RejectedFile`` when it is empty, binary or not UTF-8."""
     if not data.strip():
         raise RejectedFile("empty_file", "the file has no content")
     # Binary data (an image, an archive) is full of NUL and other control bytes; a stray one in a
@@ -41,9 +36,86 @@ def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
     if _control_bytes(data) * 100 > len(data):
         raise RejectedFile("not_text", "the file is binary data (NUL bytes), not CSV text")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise RejectedFile("bad_encoding", f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+# The header as the meters send it. A file that starts with exactly this line and holds only plain
+# lines can be parsed together with others like it (see ``simple_body``).
+CANONICAL_HEADER = ",".join(REQUIRED_COLUMNS)
+
+
+# A quote that is not part of an empty quoted field ("" between commas or line ends).
+_OTHER_QUOTE = re.compile(r'(?<![,\n])""|""(?![,\n])|(?<!")"(?!")')
+
+
+def simple_body(text: str) -> str | None:
+    """The data lines of a file that ``read_meter_files`` may parse in one go with others, or None.
+
+    Such a file has exactly the canonical header, at least one data line, no carriage returns or
+    blank lines, and no quotes but empty quoted fields (``""``, as CSV writers send an empty
+    text): each line is one row, as ``read_meter_file`` would read it.
+    """
+    header, newline, body = text.partition("\n")
+    if header != CANONICAL_HEADER or not newline or not body.strip("\n"):
+        return None
+    if "\r" in body or "\n\n" in body or body.startswith("\n"):
+        return None
+    if '"' in body and _OTHER_QUOTE.search("\n" + body + "\n"):
+        return None
+    return body if body.endswith("\n") else body + "\n"
+
+
+def read_meter_files(bodies: list[tuple[str, str]]) -> pl.DataFrame | None:
+    """Many files' ``simple_body`` (with their source file) parsed in one pass, as ``read_meter_file``
+    reads each: one polars call instead of one per file (a day can be 50,000 per-meter files).
+
+    None when the rows parsed are not exactly one per line (the caller then reads file by file).
+    """
+    if not bodies:
+        return None
+    counts = [body.count("\n") for body, _ in bodies]
+    try:
+        frame = pl.read_csv(
+            io.StringIO("".join(body for body, _ in bodies)),
+            has_header=False,
+            new_columns=list(REQUIRED_COLUMNS),
+            schema_overrides=dict.fromkeys(REQUIRED_COLUMNS, pl.String),
+            infer_schema=False,
+            truncate_ragged_lines=True,
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    if frame.height != sum(counts) or frame.width != len(REQUIRED_COLUMNS):
+        return None
+    files = pl.DataFrame(
+        {"source_file": [source for _, source in bodies], "_rows": counts},
+        schema={"source_file": pl.String, "_rows": pl.Int64},
+    ).with_columns(_first=pl.col("_rows").cum_sum() - pl.col("_rows"))
+    spans = files.select(
+        pl.col("source_file").repeat_by("_rows").explode(), pl.col("_first").repeat_by("_rows").explode()
+    )
+    return frame.with_columns(
+        source_file=spans.get_column("source_file"),
+        line_number=pl.int_range(0, frame.height, dtype=pl.Int64) - spans.get_column("_first") + 2,
+    )
+
+
+def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
+    """Parse a file's bytes (``check_text``, then ``read_meter_text``); ``RejectedFile`` for an empty
+    file, bytes that are not UTF-8 text, unparseable CSV, or missing required columns."""
+    return read_meter_text(check_text(data), source_file)
+
+
+def read_meter_text(text: str, source_file: str) -> pl.DataFrame:
+    """Parse CSV text to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
+
+    Column names are matched after trimming spaces and case; order is free and extra columns are
+    dropped. ``line_number`` is the 1-based line in the file (the header is line 1).
+    Raises ``RejectedFile`` for unparseable CSV, missing or repeated required columns, or a header
+    without data rows.
+    """
     try:
         frame = pl.read_csv(
             io.StringIO(text),

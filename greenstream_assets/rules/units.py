@@ -48,3 +48,16 @@ def unit_factor(unit: pl.Expr, unit_factors: dict[str, float]) -> pl.Expr:
     return unit.str.strip_chars().replace_strict(
         list(unit_factors), list(unit_factors.values()), default=None, return_dtype=pl.Float64
     )
+
+
+def unit_columns(unit: pl.Series, unit_factors: dict[str, float]) -> tuple[pl.Series, pl.Series]:
+    """``unit`` (the unit as sent, spaces stripped) and ``factor`` (``unit_factor``) of a whole
+    column, worked out once per distinct unit: a day holds a handful of spellings."""
+    distinct = pl.DataFrame({"energy_unit": unit.unique()}).with_columns(
+        unit=pl.col("energy_unit").str.strip_chars(),
+        factor=unit_factor(pl.col("energy_unit"), unit_factors),
+    )
+    both = unit.to_frame("energy_unit").join(
+        distinct, on="energy_unit", how="left", nulls_equal=True, maintain_order="left"
+    )
+    return both.get_column("unit"), both.get_column("factor")

@@ -6,14 +6,14 @@ Every row that comes in ends in exactly one of ``cleansed``, ``quarantined`` or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.duplicates import mark_duplicates
-from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
-from greenstream_assets.rules.units import unit_factor, value_columns
+from greenstream_assets.rules.timestamps import parse_timestamp_column
+from greenstream_assets.rules.units import unit_columns, value_columns
 
 # Quarantine reasons, in the order they are tested: a row gets the first that applies.
 MISSING_METER_ID = "missing_meter_id"
@@ -71,13 +71,14 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     meter = pl.col("meter_id").str.strip_chars()
     value = pl.col("energy_value")
     is_missing, value_num = value_columns(raw.get_column("energy_value"))
+    unit, factor = unit_columns(raw.get_column("energy_unit"), config.unit_factors)
     frame = raw.with_row_index("row_order").with_columns(
         is_missing,
         value_num,
+        unit,
+        factor,
         meter_id_clean=pl.when(meter.str.len_chars() > 0).then(meter),
         reading_ts=parse_timestamp_column(raw.get_column("timestamp"), config.timezone),
-        unit=pl.col("energy_unit").str.strip_chars(),
-        factor=unit_factor(pl.col("energy_unit"), config.unit_factors),
     )
     frame = frame.with_columns(
         # Missing values compare equal to each other; numbers compare as numbers ("1.5" == "1.50");
@@ -88,7 +89,12 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         energy_kw=pl.col("value_num") * pl.col("factor"),
     )
     ts = pl.col("reading_ts")
-    in_day = ts.is_not_null() if day is None else utc_day(ts) == pl.lit(day)
+    if day is None:
+        in_day = ts.is_not_null()
+    else:
+        # The UTC day as a range of instants: two comparisons instead of a date per row.
+        start = datetime.combine(day, time(), UTC)
+        in_day = (ts >= start) & (ts < start + timedelta(days=1))
     frame = frame.with_columns(keyed=pl.col("meter_id_clean").is_not_null() & in_day)
     frame = mark_duplicates(frame.rename({"meter_id": "meter_id_raw", "meter_id_clean": "meter_id"}), "keyed")
     reason = (

@@ -48,7 +48,15 @@ class BlobStore(Protocol):
     def read(self, key: str) -> bytes: ...
 
     def write(self, key: str, data: bytes) -> None:
-        """Atomic: a reader sees the previous object or the new one, never a part."""
+        """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
+        returns."""
+
+    def write_deferred(self, key: str, data: bytes) -> None:
+        """As ``write``, atomic, but durable only after the next ``sync``: many small objects
+        written together (a day of per-meter files backed up) share one flush to disk."""
+
+    def sync(self) -> None:
+        """Make every ``write_deferred`` so far durable."""
 
     def delete(self, key: str) -> None: ...
 
@@ -88,7 +96,7 @@ class LocalBlobStore:
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+    def _publish(self, key: str, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +105,8 @@ class LocalBlobStore:
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -105,6 +114,13 @@ class LocalBlobStore:
 
     def write(self, key: str, data: bytes) -> None:
         self._publish(key, lambda handle: handle.write(data))
+
+    def write_deferred(self, key: str, data: bytes) -> None:
+        # One fsync per file costs ~0.3 ms: 15 s for a day of 50,000 per-meter files.
+        self._publish(key, lambda handle: handle.write(data), durable=False)
+
+    def sync(self) -> None:
+        os.sync()
 
     def read_to_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)

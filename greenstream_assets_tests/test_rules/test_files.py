@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenstream_assets.rules.config import REQUIRED_COLUMNS as REQUIRED
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.files import RejectedFile, read_meter_file
+from greenstream_assets.rules.files import (
+    RejectedFile,
+    check_text,
+    read_meter_file,
+    read_meter_files,
+    simple_body,
+)
 from greenstream_assets.rules.validation import validate_readings
 
 from .helpers import RAW_SCHEMA, raw_frame
@@ -159,3 +167,66 @@ def test_values_are_not_trimmed_or_typed() -> None:
 def test_line_numbers_start_at_two() -> None:
     data = HEADER + b"".join(f"m{i},t,{i},kW\n".encode() for i in range(5))
     assert read_meter_file(data, "f.csv").get_column("line_number").to_list() == [2, 3, 4, 5, 6]
+
+
+PLAIN = [
+    (
+        b"meter_id,timestamp,energy_value,energy_unit\nM1,2024-03-04T00:00:00Z,1.5,kW\nM1,2024-03-04T00:15:00Z,,kW\n",
+        "a.csv",
+    ),
+    # No newline at the end; a short row and a long one; spaces kept as sent.
+    (b"meter_id,timestamp,energy_value,energy_unit\n M2 ,2024-03-04T00:00:00Z\nM2,x,2,W,extra", "dir/b.csv"),
+    (b"\xef\xbb\xbfmeter_id,timestamp,energy_value,energy_unit\nM3,t,3,kW\n", "c.csv"),
+    # Empty quoted fields, as CSV writers send an empty text.
+    (b'meter_id,timestamp,energy_value,energy_unit\nM4,t,4,""\n"",t,,kW\nM4,t,5,""', "d.csv"),
+]
+
+
+def test_plain_files_parsed_together_read_as_each_file_alone() -> None:
+    bodies = [(simple_body(check_text(data)), name) for data, name in PLAIN]
+    assert all(body is not None for body, _ in bodies)
+    together = read_meter_files(bodies)
+    alone = pl.concat([read_meter_file(data, name) for data, name in PLAIN])
+    assert_frame_equal(together, alone)
+    assert together.select("source_file", "line_number").rows() == [
+        ("a.csv", 2),
+        ("a.csv", 3),
+        ("dir/b.csv", 2),
+        ("dir/b.csv", 3),
+        ("c.csv", 2),
+        ("d.csv", 2),
+        ("d.csv", 3),
+        ("d.csv", 4),
+    ]
+    assert together.filter(source_file="d.csv").select(REQUIRED).rows() == [
+        ("M4", "t", "4", ""),
+        ("", "t", None, "kW"),
+        ("M4", "t", "5", ""),
+    ]
+    assert together.row(2) == (" M2 ", "2024-03-04T00:00:00Z", None, None, "dir/b.csv", 2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "meter_id,timestamp,energy_unit,energy_value\nM1,t,kW,1\n",  # another column order
+        "Meter_ID,timestamp,energy_value,energy_unit\nM1,t,1,kW\n",  # another spelling
+        "meter_id,timestamp,energy_value,energy_unit,note\nM1,t,1,kW,x\n",  # an extra column
+        "meter_id,timestamp,energy_value,energy_unit\r\nM1,t,1,kW\r\n",  # CRLF
+        'meter_id,timestamp,energy_value,energy_unit\n"M1",t,1,kW\n',  # a quoted value
+        'meter_id,timestamp,energy_value,energy_unit\nM1,t,1,""""\n',  # an escaped quote
+        'meter_id,timestamp,energy_value,energy_unit\nM1,t"x,"1,kW\n',  # a quote that spans a comma
+        'meter_id,timestamp,energy_value,energy_unit\nM1,t,1,""kW\n',  # a quote inside a value
+        "meter_id,timestamp,energy_value,energy_unit\nM1,t,1,kW\n\nM2,t,1,kW\n",  # a blank line
+        "meter_id,timestamp,energy_value,energy_unit\n",  # no data lines
+        "meter_id,timestamp,energy_value,energy_unit",
+    ],
+)
+def test_other_files_are_read_one_by_one(text: str) -> None:
+    assert simple_body(text) is None
+
+
+def test_rows_that_do_not_come_out_one_per_line_fall_back_to_file_by_file() -> None:
+    # A body that breaks the one-line-one-row promise (a quoted line break, had one slipped through).
+    assert read_meter_files([('M1,"2024-03-04\nT00:00:00Z",1,kW\n', "a.csv")]) is None
+    assert read_meter_files([]) is None

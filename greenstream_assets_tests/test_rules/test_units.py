@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.units import (
     MISSING_TOKENS,
+    unit_columns,
     unit_factor,
     value_columns,
     value_is_missing,
@@ -160,3 +161,20 @@ def test_value_columns_agree_with_the_rules_row_by_row() -> None:
 @given(st.lists(st.one_of(st.none(), st.text(max_size=8), st.floats().map(str)), max_size=40))
 def test_value_columns_agree_with_the_rules_for_any_text(texts: list[str | None]) -> None:
     assert_value_columns_agree(texts)
+
+
+def test_unit_columns_work_each_distinct_unit_out_once_with_the_same_result() -> None:
+    units = pl.Series(
+        "energy_unit", ["kW", " W", "kw", None, "", "kW ", "W", "kWh", None, "kW"], dtype=pl.String
+    )
+    unit, factor = unit_columns(units, RulesConfig().unit_factors)
+    assert unit.to_list() == ["kW", "W", "kw", None, "", "kW", "W", "kWh", None, "kW"]
+    assert factor.to_list() == [1.0, 0.001, None, None, None, 1.0, 0.001, None, None, 1.0]
+    assert (
+        factor.to_list()
+        == units.to_frame()
+        .select(unit_factor(pl.col("energy_unit"), RulesConfig().unit_factors))
+        .to_series()
+        .to_list()
+    )
+    assert (unit.name, factor.name) == ("unit", "factor")

@@ -119,9 +119,13 @@ def test_completeness_counts_the_repeated_autumn_hour_twice() -> None:
 @pytest.mark.parametrize(("day", "rows"), [(SPRING, 92), (AUTUMN, 100), (DAY, 96)])
 def test_full_grid_per_meter(day: date, rows: int) -> None:
     start, end = local_day_bounds(day, "Europe/Berlin")
-    readings = readings_frame([("m1", start + 4 * Q, 1.0, False, False), ("m2", end - Q, None, True, False)])
+    readings = readings_frame([("m2", end - Q, None, True, False), ("m1", start + 4 * Q, 1.0, False, False)])
     estimated = estimate(readings, None, BERLIN, day)
     assert estimated.group_by("meter_id").len().sort("meter_id").rows() == [("m1", rows), ("m2", rows)]
+    # Meter by meter, in time order, whatever order the readings came in.
+    assert estimated.select("meter_id", "reading_ts").rows() == [
+        (meter, ts) for meter in ("m1", "m2") for ts in estimated.get_column("reading_ts").unique().sort()
+    ]
     assert estimated.get_column("reading_ts").min() == start
     assert estimated.get_column("reading_ts").max() == end - Q
     assert estimated.schema == pl.Schema(ESTIMATE_SCHEMA)

@@ -164,8 +164,7 @@ def ingest_new_files(
         if isinstance(parsed, Exception):
             _fail_file(lake_store, obj.key, data, checksum, _failure_reason(obj, parsed), str(parsed), now)
         else:
-            # Made durable with the whole batch, before the ledger records it (below).
-            lake_store.write_deferred(lake.raw_backup_key(checksum, obj.key), data)
+            lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
         return obj, len(data), checksum, parsed
 
     ledger_rows: list[dict] = []
@@ -242,8 +241,6 @@ def ingest_new_files(
         .to_list()
     )
     report.affected_days = sorted(days)
-    # The backups on disk before the ledger says they are there (one flush for the batch).
-    lake_store.sync()
     # Ledger rows first, the batch note last: the note is what tells the sensor to look.
     lake.write_parquet(
         lake_store,

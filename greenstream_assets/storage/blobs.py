@@ -51,13 +51,6 @@ class BlobStore(Protocol):
         """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
         returns."""
 
-    def write_deferred(self, key: str, data: bytes) -> None:
-        """As ``write``, atomic, but durable only after the next ``sync``: many small objects
-        written together (a day of per-meter files backed up) share one flush to disk."""
-
-    def sync(self) -> None:
-        """Make every ``write_deferred`` so far durable."""
-
     def delete(self, key: str) -> None: ...
 
     def exists(self, key: str) -> bool: ...
@@ -96,7 +89,7 @@ class LocalBlobStore:
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def _publish(self, key: str, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
+    def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +98,7 @@ class LocalBlobStore:
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
                 handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -114,13 +106,6 @@ class LocalBlobStore:
 
     def write(self, key: str, data: bytes) -> None:
         self._publish(key, lambda handle: handle.write(data))
-
-    def write_deferred(self, key: str, data: bytes) -> None:
-        # One fsync per file costs ~0.3 ms: 15 s for a day of 50,000 per-meter files.
-        self._publish(key, lambda handle: handle.write(data), durable=False)
-
-    def sync(self) -> None:
-        os.sync()
 
     def read_to_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)

@@ -61,12 +61,6 @@ class S3BlobStore:
     def read_to_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self.prefix + key, str(path))
 
-    def write_deferred(self, key: str, data: bytes) -> None:
-        self.write(key, data)  # a PUT is durable when it returns
-
-    def sync(self) -> None:
-        pass
-
     def write_file(self, key: str, path: Path) -> None:
         # Large files go up in parts; the object appears only when the upload completes.
         self.client.upload_file(str(path), self.bucket, self.prefix + check_key(key))

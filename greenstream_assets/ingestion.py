@@ -122,6 +122,10 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
 # Files are parsed and staged in chunks of about this many bytes, so memory stays flat however
 # many files landed (a backfill of weeks is many chunks, not one frame).
 CHUNK_BYTES = 32 * 1024 * 1024
+# Files up to this size in the meters' plain format are parsed a chunk at a time, not one by one:
+# for a per-meter file of a few kilobytes the call costs more than the parsing. Larger files are
+# parsed alone, where one call per file costs nothing.
+SMALL_FILE_BYTES = 256 * 1024
 
 
 def ingest_new_files(
@@ -158,7 +162,8 @@ def ingest_new_files(
         try:
             check_key(obj.key)
             text = check_text(data)
-            parsed: str | pl.DataFrame | Exception = simple_body(text) or read_meter_text(text, obj.key)
+            body = simple_body(text) if len(data) <= SMALL_FILE_BYTES else None
+            parsed: str | pl.DataFrame | Exception = body or read_meter_text(text, obj.key)
         except (RejectedFile, UnsafeKey) as err:
             parsed = err
         if isinstance(parsed, Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 
 import polars as pl
 
@@ -46,8 +45,20 @@ def check_text(data: bytes) -> str:
 CANONICAL_HEADER = ",".join(REQUIRED_COLUMNS)
 
 
-# A quote that is not part of an empty quoted field ("" between commas or line ends).
-_OTHER_QUOTE = re.compile(r'(?<![,\n])""|""(?![,\n])|(?<!")"(?!")')
+def _only_empty_quoted_fields(body: str) -> bool:
+    """Every quote in ``body`` belongs to an empty quoted field (``""`` between commas or line
+    ends). Plain string replaces, so a file of 200,000 lines takes milliseconds."""
+    text = "\n" + body + "\n"
+    while True:
+        done = (
+            text.replace(',"",', ",,")
+            .replace('\n"",', "\n,")
+            .replace(',""\n', ",\n")
+            .replace('\n""\n', "\n\n")
+        )
+        if done == text:
+            return '"' not in text
+        text = done
 
 
 def simple_body(text: str) -> str | None:
@@ -62,7 +73,7 @@ def simple_body(text: str) -> str | None:
         return None
     if "\r" in body or "\n\n" in body or body.startswith("\n"):
         return None
-    if '"' in body and _OTHER_QUOTE.search("\n" + body + "\n"):
+    if '"' in body and not _only_empty_quoted_fields(body):
         return None
     return body if body.endswith("\n") else body + "\n"
 

@@ -1,7 +1,7 @@
 """Outputs people act on beyond the core chain: VEE estimates and completeness, the per-meter peak
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -24,15 +24,6 @@ from greenstream_assets.storage.blobs import BlobStore
 NEW_FAULTY_INCIDENTS = "new_faulty_incidents"
 QUALITY_DRIFT = "quality_drift"
 HISTORY_COLUMNS = ["meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly", "is_faulty"]
-
-
-def _archived(store: BlobStore, days: list[date]) -> pl.DataFrame | None:
-    frames = [
-        frame.select(HISTORY_COLUMNS)
-        for day in days
-        if (frame := lake.read_parquet_if_exists(store, lake.archive_key(day))) is not None
-    ]
-    return pl.concat(frames) if frames else None
 
 
 def _existing(store: BlobStore, keys: list[str]) -> list[str]:

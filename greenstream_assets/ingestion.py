@@ -178,13 +178,21 @@ def ingest_new_files(
     touched_keys: set[str] = set()
     chunks = _chunks(todo, chunk_bytes)
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        for number, chunk in enumerate(chunks):
+        # The next chunk's files are fetched and parsed while this one is split and staged: two
+        # chunks in flight at most, so memory stays bounded and the cores stay busy.
+        ahead = [pool.submit(fetch, obj) for obj in chunks[0]]
+        for number in range(len(chunks)):
+            fetched = ahead
+            ahead = (
+                [pool.submit(fetch, obj) for obj in chunks[number + 1]] if number + 1 < len(chunks) else []
+            )
             part = f"{batch}-{number:04d}"
             frames: list[pl.DataFrame] = []
             simple: list[tuple[str, str]] = []
             checksums: dict[str, str] = {}
             bases: dict[str, dict] = {}
-            for obj, size, checksum, parsed in pool.map(fetch, chunk):
+            for future in fetched:
+                obj, size, checksum, parsed = future.result()
                 base = {
                     "batch": part,
                     "key": obj.key,
@@ -359,7 +367,7 @@ def day_row_slices(
             for k in range(slices):
                 yield rows.filter(lake.meter_slice(slices) == k).select(*RAW_STAGED_SCHEMA).collect()
 
-        yield generate()
+        yield lake.prefetched(generate())
 
 
 def load_day_rows(lake_store: BlobStore, ledger: pl.DataFrame, day: date) -> pl.DataFrame:

@@ -6,10 +6,29 @@ They are evaluated as Dagster asset checks (see defs/checks.py), on collected fr
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import pandera.polars as pa
 import polars as pl
 
 UTC_TS = pl.Datetime(time_unit="us", time_zone="UTC")
+UNIQUE = "multiple_fields_uniqueness"
+
+
+def unique_keys(frame: pl.LazyFrame, columns: list[str]) -> pl.LazyFrame:
+    """Per row: no other row has the same ``columns`` (nulls equal), as pandera's ``unique``.
+
+    A 64-bit hash per key settles the usual case exactly, in a quarter of the time of comparing
+    keys: when no two rows' hashes meet, no two keys do. Only then are the keys compared.
+    """
+    keys = frame.select(columns).collect()
+    hashed = functools.reduce(
+        operator.xor, (pl.col(name).hash(seed=20240304 + i) for i, name in enumerate(columns))
+    )
+    if keys.select(hashed.n_unique()).item() == keys.height:
+        return pl.LazyFrame({UNIQUE: pl.repeat(True, keys.height, eager=True)})
+    return pl.LazyFrame({UNIQUE: ~keys.is_duplicated()})
 
 
 class RawReadings(pa.DataFrameModel):
@@ -22,9 +41,13 @@ class RawReadings(pa.DataFrameModel):
     source_file: str = pa.Field(nullable=False, str_length={"min_value": 1})
     line_number: pl.Int64 = pa.Field(ge=2)
 
+    @pa.dataframe_check(name=UNIQUE)
+    def one_row_per_file_line(cls, data) -> pl.LazyFrame:
+        """A file's line is read once: (source_file, line_number) is unique."""
+        return unique_keys(data.lazyframe, ["source_file", "line_number"])
+
     class Config:
         strict = True
-        unique = ["source_file", "line_number"]
 
 
 class CleansedReadings(pa.DataFrameModel):
@@ -42,8 +65,10 @@ class CleansedReadings(pa.DataFrameModel):
         """is_missing is true exactly where energy_kw is NULL."""
         return data.lazyframe.select(pl.col("energy_kw").is_null() == pl.col("is_missing"))
 
-    class Config:
-        unique = ["meter_id", "reading_ts"]
+    @pa.dataframe_check(name=UNIQUE)
+    def one_reading_per_meter_and_instant(cls, data) -> pl.LazyFrame:
+        """(meter_id, reading_ts) is unique: duplicates were collapsed or quarantined."""
+        return unique_keys(data.lazyframe, ["meter_id", "reading_ts"])
 
 
 class MeterReadingsTable(CleansedReadings):

@@ -66,7 +66,7 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
             store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS)
         ) as slices,
         lake.local_copies(store, history_keys) as history_paths,
-        lake.SliceWriter(store, lake.estimated_key(day), compression="zstd") as out,
+        lake.SliceWriter(store, lake.estimated_key(day), compression="zstd", statistics=True) as out,
     ):
         for readings in slices:
             history = _for_meters(history_paths, HISTORY_COLUMNS, readings.get_column("meter_id").unique())
@@ -219,7 +219,7 @@ def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageRes
     with (
         lake.local_copies(store, history_keys) as history_paths,
         lake.read_slices(store, lake.estimated_key(day)) as slices,
-        lake.SliceWriter(store, lake.features_key(day), compression="zstd") as out,
+        lake.SliceWriter(store, lake.features_key(day), compression="zstd", statistics=True) as out,
     ):
         head = Preview()
         for estimated in slices:

@@ -1,6 +1,7 @@
 """The bridge from pandera to Dagster asset checks: counts per failed check and a sample table."""
 
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 import pandera.polars as pa
@@ -42,6 +43,9 @@ class SchemaCheck:
 
     Uniqueness checks run within a slice. Slices cut a day by meter, so rows that share a meter
     (``meter_id, reading_ts``) or a file line (a line comes once, with its meter) share a slice.
+
+    A slice is validated on a thread of the check's own while the step goes on with the next one
+    (one slice in flight at most); ``result`` waits for the last.
     """
 
     def __init__(self, model: type[pa.DataFrameModel]) -> None:
@@ -50,15 +54,28 @@ class SchemaCheck:
         self.failures = 0
         self.per_check: dict[tuple[str, str], int] = {}
         self.samples: list[pl.DataFrame] = []
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
+        self._wait()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
+        self._pending = self._thread.submit(self._validate, frame, self.rows)
+        self.rows += frame.height
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _validate(self, frame: pl.DataFrame, offset: int) -> None:
         try:
             self.model.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as err:
-            self._record(err.failure_cases, frame)
-        self.rows += frame.height
+            self._record(err.failure_cases, frame, offset)
 
-    def _record(self, failures: pl.DataFrame, frame: pl.DataFrame) -> None:
+    def _record(self, failures: pl.DataFrame, frame: pl.DataFrame, offset: int) -> None:
         self.failures += failures.height
         counts = (
             failures.group_by("column", "check").len().with_columns(pl.col("column").fill_null("(frame)"))
@@ -80,9 +97,15 @@ class SchemaCheck:
             rows = frame.select(ident).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
             sample = sample.join(rows, on="index", how="left")
         # Positions count from the start of the day, not of the slice.
-        self.samples.append(owned(sample.with_columns(pl.col("index") + self.rows)))
+        self.samples.append(owned(sample.with_columns(pl.col("index") + offset)))
 
     def result(self, check_name: str, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+        try:
+            self._wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown()
+                self._thread = None
         metadata: dict[str, dg.RawMetadataValue] = {
             "rows_checked": dg.MetadataValue.int(self.rows),
             "failures": dg.MetadataValue.int(self.failures),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import polars as pl
 
 from greenstream_assets.rules.config import REQUIRED_COLUMNS
@@ -89,7 +87,7 @@ def read_meter_files(bodies: list[tuple[str, str]]) -> pl.DataFrame | None:
     counts = [body.count("\n") for body, _ in bodies]
     try:
         frame = pl.read_csv(
-            io.StringIO("".join(body for body, _ in bodies)),
+            "".join(body for body, _ in bodies).encode(),
             has_header=False,
             new_columns=list(REQUIRED_COLUMNS),
             schema_overrides=dict.fromkeys(REQUIRED_COLUMNS, pl.String),
@@ -129,7 +127,7 @@ def read_meter_text(text: str, source_file: str) -> pl.DataFrame:
     """
     try:
         frame = pl.read_csv(
-            io.StringIO(text),
+            text.encode(),  # bytes: polars parses them without a copy through Python
             infer_schema=False,
             truncate_ragged_lines=True,
             raise_if_empty=False,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,8 +91,15 @@ class LocalBlobStore:
     def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{uuid.uuid4().hex[:8]}.")
+        # A name no other writer uses, created exclusively. The folder is made only when missing:
+        # mkdir takes the parent folder's lock even when the folder exists.
+        tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)

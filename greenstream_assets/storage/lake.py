@@ -7,22 +7,29 @@ import json
 import math
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from greenstream_assets.storage.blobs import BlobStore, LocalBlobStore
+
+T = TypeVar("T")
 
 LEDGER_FILES = "_ledger/files/"
 LEDGER_BATCHES = "_ledger/batches/"
 
 
 def raw_backup_key(checksum: str, source_key: str) -> str:
-    return f"raw/files/{checksum[:16]}/{source_key}"
+    """The landing key's own folders, each version's name prefixed by its checksum: versions of a
+    file sit side by side, and backing up a day of 50,000 per-meter files creates no folder per
+    file (a folder per file serialized the backups on the parent folder's lock)."""
+    folder, _, name = source_key.rpartition("/")
+    return f"raw/files/{folder + '/' if folder else ''}{checksum[:16]}-{name}"
 
 
 def raw_manifest_key(day: date) -> str:
@@ -143,14 +150,34 @@ def local_copies(store: BlobStore, keys: list[str]) -> Iterator[list[Path]]:
 
 
 def iter_slices(path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-    """A layer written by ``SliceWriter``, one slice (row group) at a time; at least one frame."""
+    """A layer written by ``SliceWriter``, one slice (row group) at a time; at least one frame.
+
+    Polars' own reader takes each row group by its row range (it reads only that group): about
+    five times faster than pyarrow's ``read_row_group`` and a conversion to polars."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
-    if parquet.num_row_groups == 0:
-        yield pl.from_arrow(parquet.schema_arrow.empty_table().select(columns or parquet.schema_arrow.names))
-    for group in range(parquet.num_row_groups):
-        yield pl.from_arrow(parquet.read_row_group(group, columns=columns))  # type: ignore[misc]
+    metadata = pq.ParquetFile(path).metadata
+    scan = pl.scan_parquet(path, hive_partitioning=False)
+    if columns is not None:
+        scan = scan.select(columns)
+    if metadata.num_row_groups == 0:
+        yield scan.head(0).collect()
+    offset = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        yield scan.slice(offset, rows).collect()
+        offset += rows
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items`` one ahead: the next is produced on a thread while the caller works on this one
+    (polars and pyarrow release the GIL while they read). Errors surface where they would have."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        upcoming = pool.submit(next, items, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = pool.submit(next, items, done)
+            yield item  # type: ignore[misc]
 
 
 @contextmanager
@@ -159,7 +186,7 @@ def read_slices(
 ) -> Iterator[Iterator[pl.DataFrame]]:
     """``iter_slices`` over a lake object (downloaded first when it is on S3)."""
     with local_copy(store, key) as path:
-        yield iter_slices(path, columns)
+        yield prefetched(iter_slices(path, columns))
 
 
 class SliceWriter:
@@ -170,44 +197,73 @@ class SliceWriter:
         with SliceWriter(store, key) as out:
             for part in parts:
                 out.write(part)
+
+    A slice is encoded and compressed on a writer thread while the caller computes the next one
+    (one slice in flight at most; an error there is raised by the next ``write`` or at the end).
+
+    Internal layers (lz4) carry no column statistics: they are read a whole row group at a time.
+    What people and other engines read (the archive, estimates, features: zstd) keeps them, for
+    their readers' row-group pruning.
     """
 
-    def __init__(self, store: BlobStore, key: str, compression: str = "lz4") -> None:
-        self.store, self.key, self.compression = store, key, compression
+    def __init__(
+        self, store: BlobStore, key: str, compression: str = "lz4", statistics: bool = False
+    ) -> None:
+        self.store, self.key = store, key
+        self.compression, self.statistics = compression, statistics
         self.rows = 0
         self.schema: pl.Schema | None = None
         self._writer: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def __enter__(self) -> SliceWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="greenstream-")
         self.path = Path(self._tmp.name) / "part.parquet"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-writer")
         return self
 
     def write(self, frame: pl.DataFrame) -> None:
         import pyarrow.parquet as pq
 
+        assert self._thread is not None, "use SliceWriter in a with block"
         if self.schema is None:
             self.schema = frame.schema
         elif frame.schema != self.schema:
             frame = frame.select(self.schema.names()).cast(dict(self.schema))
-        table = frame.to_arrow()
+        # Polars' string views go to Parquet as they are (no copy into Arrow's large strings).
+        table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+        self._wait()
         if self._writer is None:
             self._arrow_schema = table.schema
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression=self.compression)
+            self._writer = pq.ParquetWriter(
+                self.path, table.schema, compression=self.compression, write_statistics=self.statistics
+            )
         elif table.schema != self._arrow_schema:
             table = table.cast(self._arrow_schema)
         # Every slice gets its row group, empty or not: row group k is slice k.
-        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._pending = self._thread.submit(
+            self._writer.write_table, table, row_group_size=max(1, table.num_rows)
+        )
         self.rows += table.num_rows
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._thread is not None
         try:
-            if self._writer is not None:
-                self._writer.close()
+            try:
+                self._wait()
+            finally:
+                self._thread.shutdown()
+                if self._writer is not None:
+                    self._writer.close()
             if exc_type is None:
                 if self._writer is None:
                     raise ValueError(f"nothing was written for {self.key}: write at least one (empty) frame")

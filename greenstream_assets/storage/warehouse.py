@@ -176,6 +176,10 @@ class DuckDBWarehouse:
 
     def ensure_schema(self) -> None:
         with self.connect() as conn:
+            # The DDL below commits with its version row, so a file at the current version has all
+            # of it: each step opening the warehouse skips ~100 statements.
+            if _schema_version(conn) >= SCHEMA_VERSION:
+                return
             conn.execute("BEGIN")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
@@ -203,7 +207,9 @@ class DuckDBWarehouse:
             try:
                 conn.execute(f"DELETE FROM {table} WHERE reading_date = ?", [day])
                 for part in frames(rows):
-                    conn.register("incoming_rows", part.select(columns).to_arrow())
+                    # String views as polars holds them: DuckDB reads them without a copy.
+                    arrow = part.select(columns).to_arrow(compat_level=pl.CompatLevel.newest())
+                    conn.register("incoming_rows", arrow)
                     conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming_rows")
                     conn.unregister("incoming_rows")
                     stored += part.height
@@ -221,6 +227,17 @@ class DuckDBWarehouse:
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self.connect() as conn:
             return conn.sql(sql, params=params or []).pl()
+
+
+def _schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The version a DuckDB file's schema is at (0 when it has none yet)."""
+    found = conn.sql(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' "
+        "AND schema_name = current_schema()"
+    ).fetchall()[0][0]
+    if not found:
+        return 0
+    return conn.sql("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
 
 
 def _sql_text(text: str) -> str:

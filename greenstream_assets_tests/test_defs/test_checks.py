@@ -4,9 +4,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from greenstream_assets.defs.checks import SchemaCheck, schema_check_result
-from greenstream_assets.schemas import CleansedReadings
+from greenstream_assets.schemas import CleansedReadings, unique_keys
 
 
 def cleansed(rows):
@@ -80,3 +81,24 @@ def test_a_check_over_slices_sums_the_counts_and_numbers_rows_from_the_start_of_
         "| energy_kw | greater_than_or_equal_to(0) | -2.0 | 2 | M3 | 2024-03-04 10:00:00+00:00 | b.csv | 7 |"
         in sample
     )
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        # All distinct: settled by the hashes alone.
+        ([("M1", 1), ("M1", 2), ("M2", 1), ("2", "M1")], [True, True, True, True]),
+        # Repeated keys, nulls equal to each other: compared exactly.
+        (
+            [("M1", 1), ("M2", 1), ("M1", 1), (None, 3), (None, 3), ("M1", None)],
+            [False, True, False, False, False, True],
+        ),
+    ],
+)
+def test_unique_keys_marks_exactly_the_rows_whose_key_repeats(keys, expected):
+    frame = pl.LazyFrame(
+        {"a": [k[0] for k in keys], "b": [str(k[1]) if k[1] is not None else None for k in keys]}
+    )
+    marks = unique_keys(frame, ["a", "b"]).collect().to_series()
+    assert marks.to_list() == expected
+    assert marks.to_list() == (~frame.collect().is_duplicated()).to_list()  # pandera's own rule

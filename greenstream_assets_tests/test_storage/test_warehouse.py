@@ -55,6 +55,20 @@ def test_a_version_2_warehouse_loses_its_reading_date_indexes_and_keeps_its_rows
     assert warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks").rows() == [(DAY, 2.0)]
 
 
+def test_a_warehouse_at_the_current_version_is_opened_without_reapplying_its_ddl(tmp_path):
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.ensure_schema()
+    with duckdb.connect(str(path)) as conn:  # a change the DDL would undo, were it applied again
+        conn.execute("COMMENT ON COLUMN daily_peaks.peak_kw IS 'edited'")
+    warehouse.ensure_schema()
+    comment = (
+        "SELECT comment FROM duckdb_columns() WHERE table_name = 'daily_peaks' AND column_name = 'peak_kw'"
+    )
+    assert warehouse.query(comment).item() == "edited"
+    assert warehouse.query("SELECT count(*) FROM schema_version").item() == 1
+
+
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):
     warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     warehouse.ensure_schema()

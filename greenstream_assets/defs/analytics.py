@@ -33,9 +33,7 @@ def _existing(store: BlobStore, keys: list[str]) -> list[str]:
 def _for_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.DataFrame | None:
     """Rows of these meters from earlier days' Parquet files (None when there are none): a slice
     of the day needs only its own meters' history."""
-    if not paths:
-        return None
-    return pl.scan_parquet(paths).select(columns).filter(pl.col("meter_id").is_in(meters.implode())).collect()
+    return lake.read_meters(paths, columns, meters)
 
 
 @daily_asset(
@@ -66,7 +64,9 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
             store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS)
         ) as slices,
         lake.local_copies(store, history_keys) as history_paths,
-        lake.SliceWriter(store, lake.estimated_key(day), compression="zstd", statistics=True) as out,
+        lake.SliceWriter(
+            store, lake.estimated_key(day), compression="zstd", statistics=True, meter_slices=True
+        ) as out,
     ):
         for readings in slices:
             history = _for_meters(history_paths, HISTORY_COLUMNS, readings.get_column("meter_id").unique())
@@ -219,7 +219,9 @@ def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageRes
     with (
         lake.local_copies(store, history_keys) as history_paths,
         lake.read_slices(store, lake.estimated_key(day)) as slices,
-        lake.SliceWriter(store, lake.features_key(day), compression="zstd", statistics=True) as out,
+        lake.SliceWriter(
+            store, lake.features_key(day), compression="zstd", statistics=True, meter_slices=True
+        ) as out,
     ):
         head = Preview()
         for estimated in slices:

@@ -97,7 +97,7 @@ def meter_readings_archive(context: dg.AssetExecutionContext, storage: StorageRe
     key = lake.archive_key(day)
     with (
         lake.read_slices(store, lake.layer_key("flagged_anomalies", day)) as slices,
-        lake.SliceWriter(store, key, compression="zstd", statistics=True) as out,
+        lake.SliceWriter(store, key, compression="zstd", statistics=True, meter_slices=True) as out,
     ):
         for flagged in slices:
             # The partition column lives in the path (hive layout), not in the file.

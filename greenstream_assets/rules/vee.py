@@ -112,7 +112,19 @@ def _known(readings: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame
 
     known = normalized(readings)
     if history is not None:
-        known = pl.concat([known, normalized(history).join(known, on=KEY, how="anti")])
+        earlier = normalized(history)
+        # History from other days shares no instant with the readings (the usual case): nothing to
+        # drop, so no join. Otherwise the readings' rows win.
+        first, last = (
+            known.select(pl.col("reading_ts").min()).item(),
+            known.select(pl.col("reading_ts").max()).item(),
+        )
+        overlaps = (
+            first is not None and earlier.select(pl.col("reading_ts").is_between(first, last).any()).item()
+        )
+        if overlaps:
+            earlier = earlier.join(known, on=KEY, how="anti", maintain_order="left")
+        known = pl.concat([known, earlier])
     return known
 
 
@@ -203,7 +215,15 @@ def estimate(
     grid = (
         _grid(_meters(readings), start - reach, end + reach, config.interval_minutes)
         # The grid's order (meter, then time) is kept: no sort of the day needed.
-        .join(known.with_columns(_code=_reading_code()), on=KEY, how="left", maintain_order="left")
+        # Only the known rows the grid can meet: the history's earlier weeks are for the means.
+        .join(
+            known.filter(pl.col("reading_ts").is_between(start - reach, end + reach)).with_columns(
+                _code=_reading_code()
+            ),
+            on=KEY,
+            how="left",
+            maintain_order="left",
+        )
     )
 
     in_gap = pl.col("_code").is_null()

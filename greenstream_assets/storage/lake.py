@@ -19,6 +19,8 @@ import polars as pl
 from greenstream_assets.storage.blobs import BlobStore, LocalBlobStore
 
 T = TypeVar("T")
+# Footer key of the files SliceWriter writes: row group k holds the meters of slice k.
+METER_SLICES = "greenstream.meter_slices"
 
 LEDGER_FILES = "_ledger/files/"
 LEDGER_BATCHES = "_ledger/batches/"
@@ -169,6 +171,47 @@ def iter_slices(path: Path, columns: list[str] | None = None) -> Iterator[pl.Dat
         offset += rows
 
 
+def sliced_groups(path: Path) -> list[tuple[int, int]] | None:
+    """(first row, rows) of each row group of a file ``SliceWriter`` wrote, whose row group k holds
+    the meters of slice k (``meter_slice(row groups)``); None for any other file."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    if (metadata.metadata or {}).get(METER_SLICES.encode()) != b"1":
+        return None
+    groups, offset = [], 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        groups.append((offset, rows))
+        offset += rows
+    return groups
+
+
+def read_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.DataFrame | None:
+    """Rows of ``meters`` in these Parquet files (None when there are none). Of a file written by
+    ``SliceWriter`` only the row groups of those meters' slices are read: a slice of today's
+    meters reads one row group of an earlier day cut into as many slices, not the whole day."""
+    if not paths:
+        return None
+    wanted = meters.alias("meter_id").to_frame()
+    parts = []
+    for path in paths:
+        scan = pl.scan_parquet(path, hive_partitioning=False).select(columns)
+        groups = sliced_groups(path)
+        if groups is None:
+            parts.append(scan)
+            continue
+        if not groups:  # a day with no rows
+            continue
+        needed = wanted.select(meter_slice(len(groups)).unique().sort()).to_series().to_list()
+        parts.extend(scan.slice(*groups[k]) for k in needed)
+    if not parts:
+        return pl.scan_parquet(paths[0], hive_partitioning=False).select(columns).head(0).collect()
+    return (
+        pl.concat(parts, how="vertical_relaxed").filter(pl.col("meter_id").is_in(meters.implode())).collect()
+    )
+
+
 def prefetched(items: Iterator[T]) -> Iterator[T]:
     """``items`` one ahead: the next is produced on a thread while the caller works on this one
     (polars and pyarrow release the GIL while they read). Errors surface where they would have."""
@@ -207,10 +250,18 @@ class SliceWriter:
     """
 
     def __init__(
-        self, store: BlobStore, key: str, compression: str = "lz4", statistics: bool = False
+        self,
+        store: BlobStore,
+        key: str,
+        compression: str = "lz4",
+        statistics: bool = False,
+        meter_slices: bool = False,
     ) -> None:
         self.store, self.key = store, key
         self.compression, self.statistics = compression, statistics
+        # The caller's promise that its k-th frame holds the meters of slice k (``meter_slice``) of
+        # as many slices as it writes frames: marked in the footer, for ``read_meters``.
+        self.meter_slices = meter_slices
         self.rows = 0
         self.schema: pl.Schema | None = None
         self._writer: Any = None
@@ -263,6 +314,8 @@ class SliceWriter:
             finally:
                 self._thread.shutdown()
                 if self._writer is not None:
+                    if self.meter_slices:
+                        self._writer.add_key_value_metadata({METER_SLICES: "1"})
                     self._writer.close()
             if exc_type is None:
                 if self._writer is None:

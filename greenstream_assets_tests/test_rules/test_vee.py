@@ -320,3 +320,20 @@ def test_history_is_per_meter() -> None:
 def test_empty_readings() -> None:
     assert_frame_equal(estimate(readings_frame([]), None, CONFIG, DAY), pl.DataFrame(schema=ESTIMATE_SCHEMA))
     assert_frame_equal(completeness(readings_frame([]), DAY, CONFIG), completeness_frame([]))
+
+
+def test_history_that_shares_instants_with_the_readings_loses_to_them() -> None:
+    """Where history repeats an instant the day sent, the day's value is used, once; history from
+    other days is taken as it is."""
+    day_rows = readings_frame(series("m1", MIDNIGHT, [1.0] * 8 + [None] * 2 + [4.0] * 86))
+    stale = readings_frame(series("m1", MIDNIGHT, [9.0] * 10))  # the day's first instants again
+    week_before = readings_frame(series("m1", MIDNIGHT - 7 * 96 * Q, [5.0] * 96))
+    both = estimate(day_rows, pl.concat([week_before, stale]), CONFIG, DAY)
+    assert_frame_equal(both, estimate(day_rows, week_before, CONFIG, DAY))
+    assert both.height == 96
+    assert codes_and_values(both, MIDNIGHT + 7 * Q, 4) == [
+        ("actual", 1.0),
+        ("estimated_linear", 2.0),
+        ("estimated_linear", 3.0),
+        ("actual", 4.0),
+    ]

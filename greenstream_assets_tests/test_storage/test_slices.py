@@ -81,3 +81,54 @@ def test_json_lines_are_written_a_slice_at_a_time_and_published_whole(tmp_path):
         out.write(pl.DataFrame({"a": [9]}))
         raise RuntimeError
     assert store.read("q.jsonl") == b'{"a":1}\n{"a":2}\n{"a":3}\n'
+
+
+def sliced_day(store, key, meters, slices, meter_slices=True):
+    """A day of ``meters`` (two readings each) written as SliceWriter writes the archive."""
+    frame = pl.DataFrame(
+        {"meter_id": [m for m in meters for _ in range(2)], "kw": list(range(2 * len(meters)))}
+    )
+    frame = frame.with_columns(slice=lake.meter_slice(slices))
+    with lake.SliceWriter(store, key, meter_slices=meter_slices) as out:
+        for k in range(slices):
+            out.write(frame.filter(pl.col("slice") == k).drop("slice"))
+    return frame.drop("slice")
+
+
+@pytest.mark.parametrize("today_slices", [1, 3, 5])
+def test_read_meters_reads_only_the_row_groups_of_the_meters_slices_and_finds_every_row(
+    tmp_path, today_slices
+):
+    store = LocalBlobStore(tmp_path)
+    meters = [f"M{i:03d}" for i in range(40)]
+    earlier = sliced_day(store, "archive/d1.parquet", meters, slices=5)
+    plain = tmp_path / "plain.parquet"  # not written by SliceWriter: read whole
+    earlier.write_parquet(plain, row_group_size=7)
+    today = pl.DataFrame({"meter_id": meters}).with_columns(slice=lake.meter_slice(today_slices))
+    for k in range(today_slices):
+        wanted = today.filter(pl.col("slice") == k).get_column("meter_id")
+        expected = earlier.filter(pl.col("meter_id").is_in(wanted.implode())).sort("meter_id", "kw")
+        for path in (tmp_path / "archive/d1.parquet", plain):
+            got = lake.read_meters([path], ["meter_id", "kw"], wanted)
+            assert got.sort("meter_id", "kw").equals(expected)
+    assert lake.sliced_groups(tmp_path / "archive/d1.parquet") is not None
+    assert lake.sliced_groups(plain) is None
+    # The footer gives each slice's row range.
+    groups = lake.sliced_groups(tmp_path / "archive/d1.parquet")
+    assert len(groups) == 5 and sum(rows for _, rows in groups) == 80
+
+
+def test_read_meters_of_no_meter_and_of_an_unmarked_slice_file(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    sliced_day(store, "a.parquet", ["M1", "M2"], slices=2)
+    sliced_day(store, "b.parquet", ["M1", "M2"], slices=2, meter_slices=False)
+    none = lake.read_meters(
+        [tmp_path / "a.parquet"], ["meter_id", "kw"], pl.Series("meter_id", [], pl.String)
+    )
+    assert none.height == 0 and none.columns == ["meter_id", "kw"]
+    assert lake.sliced_groups(tmp_path / "b.parquet") is None
+    got = lake.read_meters(
+        [tmp_path / "a.parquet", tmp_path / "b.parquet"], ["meter_id", "kw"], pl.Series(["M2"])
+    )
+    assert sorted(got.rows()) == [("M2", 2), ("M2", 2), ("M2", 3), ("M2", 3)]
+    assert lake.read_meters([], ["meter_id"], pl.Series(["M2"])) is None

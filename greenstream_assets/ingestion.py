@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -124,8 +124,27 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
 CHUNK_BYTES = 32 * 1024 * 1024
 # Files up to this size in the meters' plain format are parsed a chunk at a time, not one by one:
 # for a per-meter file of a few kilobytes the call costs more than the parsing. Larger files are
-# parsed alone, where one call per file costs nothing.
+# parsed alone, where one call per file costs nothing. They are also backed up together, in one
+# pack per chunk, where larger files are backed up alone.
 SMALL_FILE_BYTES = 256 * 1024
+
+
+def packed(size: int) -> bool:
+    """Whether a staged file of ``size`` bytes is backed up in its chunk's pack, not alone."""
+    return size <= SMALL_FILE_BYTES
+
+
+def backup_objects(files: pl.DataFrame) -> pl.Series:
+    """The object holding each staged file's backup (``key``, ``checksum``, ``size``, ``batch``
+    columns, as ``day_files`` gives them): its chunk's pack, or its own object."""
+    return pl.Series(
+        "backup",
+        [
+            lake.raw_pack_key(batch) if packed(size) else lake.raw_backup_key(checksum, key)
+            for key, checksum, size, batch in files.select("key", "checksum", "size", "batch").iter_rows()
+        ],
+        dtype=pl.String,
+    )
 
 
 def ingest_new_files(
@@ -151,14 +170,15 @@ def ingest_new_files(
     previous = current_versions(ledger)
     known = dict(previous.select("key", "checksum").unique().iter_rows())
 
-    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, int, str, str | pl.DataFrame | Exception | None]:
+    def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes, str, str | pl.DataFrame | Exception | None]:
         """All of one file's I/O, run on a worker thread: read, back up or set aside, parse. A file
         in the meters' own plain format comes back as its data lines (``simple_body``), parsed
-        later with the rest of its chunk in one go; any other as its parsed rows."""
+        later with the rest of its chunk in one go; any other as its parsed rows. A small file is
+        backed up later, in its chunk's pack (``lake.write_raw_pack``); a larger one here, alone."""
         data = landing.read(obj.key)
         checksum = hashlib.sha256(data).hexdigest()
         if known.get(obj.key) == checksum:
-            return obj, len(data), checksum, None
+            return obj, data, checksum, None
         try:
             check_key(obj.key)
             text = check_text(data)
@@ -168,15 +188,16 @@ def ingest_new_files(
             parsed = err
         if isinstance(parsed, Exception):
             _fail_file(lake_store, obj.key, data, checksum, _failure_reason(obj, parsed), str(parsed), now)
-        else:
+        elif not packed(len(data)):
             lake_store.write(lake.raw_backup_key(checksum, obj.key), data)
-        return obj, len(data), checksum, parsed
+        return obj, data, checksum, parsed
 
     ledger_rows: list[dict] = []
     unchanged: list[pl.DataFrame] = []
     days: set[date] = set()
     touched_keys: set[str] = set()
     chunks = _chunks(todo, chunk_bytes)
+    packs: list[Future] = []
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         # The next chunk's files are fetched and parsed while this one is split and staged: two
         # chunks in flight at most, so memory stays bounded and the cores stay busy.
@@ -191,8 +212,10 @@ def ingest_new_files(
             simple: list[tuple[str, str]] = []
             checksums: dict[str, str] = {}
             bases: dict[str, dict] = {}
+            to_pack: list[tuple[str, str, bytes]] = []
             for future in fetched:
-                obj, size, checksum, parsed = future.result()
+                obj, data, checksum, parsed = future.result()
+                size = len(data)
                 base = {
                     "batch": part,
                     "key": obj.key,
@@ -225,6 +248,13 @@ def ingest_new_files(
                     frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
                 bases[obj.key] = base
                 report.files_staged += 1
+                if packed(size):
+                    to_pack.append((checksum, obj.key, data))
+            del fetched
+            if to_pack:
+                # Written while the chunk is split and staged; waited for before the ledger.
+                packs.append(pool.submit(lake.write_raw_pack, lake_store, part, to_pack, now))
+            del to_pack
             frames.extend(_read_simple(simple, checksums))
             if not frames:
                 continue
@@ -246,6 +276,8 @@ def ingest_new_files(
                 lake.write_layer(lake_store, lake.staging_key(day, part), day_rows)
                 days.add(day)
             del by_day
+        for pack in packs:
+            pack.result()
 
     # A changed file also changes the days its previous content had rows on.
     days |= set(

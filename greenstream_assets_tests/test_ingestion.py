@@ -1,5 +1,6 @@
 """Ingestion: plain files parsed a chunk at a time stage exactly what file-by-file parsing stages."""
 
+import hashlib
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -52,3 +53,64 @@ def test_plain_files_parsed_together_stage_what_file_by_file_parsing_stages(tmp_
         ("M3", "4", "c.csv", 2),
     ]
     assert days[MON].schema == pl.Schema(ingestion.RAW_STAGED_SCHEMA)
+
+
+def test_backups_small_files_in_one_pack_per_chunk_large_ones_alone(tmp_path, monkeypatch):
+    import zipfile
+
+    from greenstream_assets.storage import lake
+
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    big = csv(*[f"M9,2024-03-04T{h:02d}:{m:02d}:00Z,{h}.{m},kW" for h in range(24) for m in (0, 15, 30, 45)])
+    files = {**FILES, "x/big.csv": big, "x/e.csv": csv("M4,2024-03-04T00:00:00Z,5,kW")}
+    for key, text in files.items():
+        landing.write(key, text.encode())
+    monkeypatch.setattr(ingestion, "SMALL_FILE_BYTES", len(big) - 1)  # only big.csv is large
+    # Chunks of a.csv + b.csv's size: [a.csv, b.csv], [c.csv, d.csv (empty, fails)], [x/big.csv], [x/e.csv].
+    chunk = len(files["a.csv"]) + len(files["b.csv"])
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
+    assert (report.files_staged, report.files_failed) == (5, 1)
+
+    ledger = ingestion.load_ledger(lake_store).filter(pl.col("status") == "staged")
+    batch_of = dict(ledger.select("key", "batch").unique().iter_rows())
+    part = report.batch
+    assert batch_of == {
+        "a.csv": f"{part}-0000",
+        "b.csv": f"{part}-0000",
+        "c.csv": f"{part}-0001",
+        "x/big.csv": f"{part}-0002",
+        "x/e.csv": f"{part}-0003",
+    }
+    packs = sorted(obj.key for obj in lake_store.list("raw/packs/"))
+    assert packs == [f"raw/packs/{part}-{n:04d}.zip" for n in (0, 1, 3)]
+    with zipfile.ZipFile(lake_store.local_path(packs[0])) as pack:
+        sums = dict(ledger.select("key", "checksum").unique().iter_rows())
+        assert pack.namelist() == [f"{sums['a.csv'][:16]}-a.csv", f"{sums['b.csv'][:16]}-b.csv"]
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in pack.infolist())
+    # The large file alone, under its own name; the empty one set aside in failed/, in no pack.
+    alone = [obj.key for obj in lake_store.list("raw/files/")]
+    assert alone == [lake.raw_backup_key(sums["x/big.csv"], "x/big.csv")]
+    assert [obj.key for obj in lake_store.list("failed/") if not obj.key.endswith(".json")] == [
+        lake.failed_key(hashlib.sha256(b"").hexdigest(), "d.csv")
+    ]
+    # Every staged file's bytes come back exactly, and the day's manifest names where they are.
+    for key, checksum, batch in ledger.select("key", "checksum", "batch").unique().iter_rows():
+        assert lake.read_raw_backup(lake_store, checksum, key, batch) == files[key].encode()
+    files_mon = ingestion.day_files(ledger, MON).with_columns(
+        ingestion.backup_objects(ingestion.day_files(ledger, MON))
+    )
+    assert dict(files_mon.select("key", "backup").iter_rows()) == {
+        "a.csv": f"raw/packs/{part}-0000.zip",
+        "b.csv": f"raw/packs/{part}-0000.zip",
+        "c.csv": f"raw/packs/{part}-0001.zip",
+        "x/big.csv": lake.raw_backup_key(sums["x/big.csv"], "x/big.csv"),
+        "x/e.csv": f"raw/packs/{part}-0003.zip",
+    }
+
+    # A file touched but unchanged keeps pointing at the pack that holds its bytes.
+    landing.write("a.csv", files["a.csv"].encode())
+    later = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
+    assert (later.files_unchanged, later.files_staged) == (1, 0)
+    current = ingestion.current_versions(ingestion.load_ledger(lake_store)).filter(pl.col("key") == "a.csv")
+    assert current.get_column("batch").unique().to_list() == [f"{part}-0000"]
+    assert sorted(obj.key for obj in lake_store.list("raw/packs/")) == packs

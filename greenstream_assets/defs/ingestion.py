@@ -40,7 +40,8 @@ def landing_files(storage: StorageResource, rules: RulesResource) -> dg.Material
 def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource):
     """The day's readings exactly as the meters sent them (text, nothing dropped), from the
     current version of every file with readings on that day, each row traced to its file and line.
-    Keeps a per-day manifest (key, size, checksum, row count) under raw/manifests/."""
+    Keeps a per-day manifest (key, size, checksum, row count, ledger batch, backup object) under
+    raw/manifests/."""
     day = partition_day(context)
     store = storage.lake_store()
     ledger = ingestion.load_ledger(store)
@@ -57,7 +58,11 @@ def raw_meter_files(context: dg.AssetExecutionContext, storage: StorageResource)
         "day": day.isoformat(),
         "files_digest": ingestion.files_digest(files),
         "rows": out.rows,
-        "files": files.select("key", "size", "checksum", "rows").to_dicts(),
+        # Where each file's original bytes are kept: its own object under raw/files/, or (small
+        # files) a member of the same name in a zip under raw/packs/ (lake.read_raw_backup).
+        "files": files.select("key", "size", "checksum", "rows", "batch")
+        .with_columns(ingestion.backup_objects(files))
+        .to_dicts(),
     }
     lake.write_json(store, lake.raw_manifest_key(day), manifest)
     yield dg.MaterializeResult(

@@ -115,7 +115,9 @@ def test_a_day_through_the_whole_graph(platform):
         ("2024-03-04/b.csv", 13),
     ]
     for entry in manifest["files"]:
-        backup = platform.lake.read(lake.raw_backup_key(entry["checksum"], entry["key"]))
+        # Small files are backed up in their ingestion chunk's pack, under their own backup name.
+        assert entry["backup"] == lake.raw_pack_key(entry["batch"])
+        backup = lake.read_raw_backup(platform.lake, entry["checksum"], entry["key"], entry["batch"])
         assert backup == platform.landing.read(entry["key"])
         assert entry["size"] == len(backup)
 

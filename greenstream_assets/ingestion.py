@@ -114,6 +114,8 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
     rows = rows.with_columns(
         day=pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(latest_day))).then(day)
     )
+    if rows.get_column("day").null_count() == 0:  # the usual case: no window over the files
+        return rows
     return rows.with_columns(
         pl.col("day").fill_null(pl.col("day").min().over("source_file")).fill_null(arrival)
     )
@@ -210,7 +212,6 @@ def ingest_new_files(
             part = f"{batch}-{number:04d}"
             frames: list[pl.DataFrame] = []
             simple: list[tuple[str, str]] = []
-            checksums: dict[str, str] = {}
             bases: dict[str, dict] = {}
             to_pack: list[tuple[str, str, bytes]] = []
             for future in fetched:
@@ -243,9 +244,8 @@ def ingest_new_files(
                     continue
                 if isinstance(parsed, str):
                     simple.append((parsed, obj.key))
-                    checksums[obj.key] = checksum
                 else:
-                    frames.append(parsed.with_columns(checksum=pl.lit(checksum)))
+                    frames.append(parsed)
                 bases[obj.key] = base
                 report.files_staged += 1
                 if packed(size):
@@ -255,7 +255,7 @@ def ingest_new_files(
                 # Written while the chunk is split and staged; waited for before the ledger.
                 packs.append(pool.submit(lake.write_raw_pack, lake_store, part, to_pack, now))
             del to_pack
-            frames.extend(_read_simple(simple, checksums))
+            frames.extend(_read_simple(simple))
             if not frames:
                 continue
             rows = _assign_days(pl.concat(frames), config, now.date())
@@ -273,7 +273,7 @@ def ingest_new_files(
                 by_day = rows.partition_by("day", as_dict=True, include_key=False)
             del rows
             for (day,), day_rows in by_day.items():
-                lake.write_layer(lake_store, lake.staging_key(day, part), day_rows)
+                lake.write_layer(lake_store, lake.staging_key(day, part), day_rows, statistics=False)
                 days.add(day)
             del by_day
         for pack in packs:
@@ -305,22 +305,15 @@ def ingest_new_files(
     return report
 
 
-def _read_simple(simple: list[tuple[str, str]], checksums: dict[str, str]) -> list[pl.DataFrame]:
+def _read_simple(simple: list[tuple[str, str]]) -> list[pl.DataFrame]:
     """The plain files of a chunk parsed together (or one by one, should their lines not come out
-    one row each), with their checksum."""
+    one row each)."""
     if not simple:
         return []
     together = read_meter_files(simple)
-    parts = (
-        [together]
-        if together is not None
-        else [read_meter_text(f"{CANONICAL_HEADER}\n{body}", key) for body, key in simple]
-    )
-    sums = pl.DataFrame(
-        {"source_file": list(checksums), "checksum": list(checksums.values())},
-        schema={"source_file": pl.String, "checksum": pl.String},
-    )
-    return [part.join(sums, on="source_file", how="left", maintain_order="left") for part in parts]
+    if together is not None:
+        return [together]
+    return [read_meter_text(f"{CANONICAL_HEADER}\n{body}", key) for body, key in simple]
 
 
 def _chunks(objects: list[ObjectInfo], chunk_bytes: int) -> list[list[ObjectInfo]]:
@@ -376,18 +369,27 @@ def day_row_slices(
     files = day_files(ledger, day)
     batches = files.get_column("batch").unique().sort().to_list()
     with lake.local_copies(lake_store, [lake.staging_key(day, batch) for batch in batches]) as paths:
+        # What each batch staged for the day, to tell whether all of it is still current.
+        staged = (
+            ledger.filter((pl.col("status") == "staged") & (pl.col("day") == day))
+            .select("batch", "key", "checksum")
+            .unique()
+            .group_by("batch")
+            .len()
+        )
+        staged_files = dict(staged.iter_rows())
         plans = []
         for batch, path in zip(batches, paths, strict=True):
-            wanted = files.filter(pl.col("batch") == batch).select("key", "checksum")
-            plans.append(
-                pl.scan_parquet(path).join(
-                    wanted.lazy(),
-                    left_on=["source_file", "checksum"],
-                    right_on=["key", "checksum"],
-                    how="semi",
-                    maintain_order="left",
+            wanted = files.filter(pl.col("batch") == batch).select("key")
+            scan = pl.scan_parquet(path)
+            if wanted.height < staged_files[batch]:
+                # Some of the batch's files changed since (or were staged first by another batch):
+                # only the rows of the files whose current version it holds (a batch stages one
+                # version of a key). Otherwise every row is current, with no join.
+                scan = scan.join(
+                    wanted.lazy(), left_on="source_file", right_on="key", how="semi", maintain_order="left"
                 )
-            )
+            plans.append(scan)
         # The files' row counts bound the day's (a file may also hold rows of other days).
         slices = lake.slice_count(int(files.get_column("rows").sum()), slice_rows)
 

@@ -114,3 +114,28 @@ def test_backups_small_files_in_one_pack_per_chunk_large_ones_alone(tmp_path, mo
     current = ingestion.current_versions(ingestion.load_ledger(lake_store)).filter(pl.col("key") == "a.csv")
     assert current.get_column("batch").unique().to_list() == [f"{part}-0000"]
     assert sorted(obj.key for obj in lake_store.list("raw/packs/")) == packs
+
+
+def test_a_day_takes_only_the_current_version_of_each_file_of_a_batch(tmp_path):
+    """A batch staged a.csv and b.csv; a.csv changes in the next batch. The day reads b.csv's rows
+    from the first batch (whose a.csv rows are superseded) and a.csv's from the second."""
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    landing.write("b.csv", FILES["b.csv"].encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    landing.write("a.csv", csv("M1,2024-03-04T00:30:00Z,7,kW").encode())
+    later = ingestion.ingest_new_files(
+        landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 7, tzinfo=UTC)
+    )
+    assert later.affected_days == [MON]
+
+    ledger = ingestion.load_ledger(lake_store)
+    rows = ingestion.load_day_rows(lake_store, ledger, MON)
+    assert rows.select("meter_id", "timestamp", "energy_value", "source_file", "line_number").rows() == [
+        ("M2", "2024-03-04T00:00:00Z", "2", "b.csv", 2),
+        ("M1", "2024-03-04T00:30:00Z", "7", "a.csv", 2),
+    ]
+    # Tuesday's row of b.csv stays, from the first batch, with nothing superseded there.
+    assert ingestion.load_day_rows(lake_store, ledger, date(2024, 3, 5)).select(
+        "meter_id", "energy_value"
+    ).rows() == [("M2", "3")]

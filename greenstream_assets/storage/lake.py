@@ -132,16 +132,19 @@ def archive_key(day: date) -> str:
     return f"archive/meter_readings/date={day.isoformat()}/part-0.parquet"
 
 
-def write_parquet(store: BlobStore, key: str, frame: pl.DataFrame, compression: str = "zstd") -> None:
+def write_parquet(
+    store: BlobStore, key: str, frame: pl.DataFrame, compression: str = "zstd", statistics: bool = True
+) -> None:
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression=compression, statistics=True)
+    frame.write_parquet(buffer, compression=compression, statistics=statistics)
     store.write(key, buffer.getvalue())
 
 
-def write_layer(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+def write_layer(store: BlobStore, key: str, frame: pl.DataFrame, statistics: bool = True) -> None:
     """Internal hand-over between steps: written once, read once or twice, so favour speed (lz4)
-    over size; published data (archive, features, estimates) keeps zstd."""
-    write_parquet(store, key, frame, compression="lz4")
+    over size; published data (archive, features, estimates) keeps zstd. ``statistics=False`` for a
+    layer read whole, never filtered on its columns' ranges."""
+    write_parquet(store, key, frame, compression="lz4", statistics=statistics)
 
 
 # ---------------------------------------------------------------------------------- meter slices

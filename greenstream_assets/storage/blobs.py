@@ -46,6 +46,10 @@ class BlobStore(Protocol):
 
     def read(self, key: str) -> bytes: ...
 
+    def read_tail(self, key: str, size: int) -> bytes:
+        """The last ``size`` bytes of an object (all of it when it is smaller): a Parquet footer
+        without the rest of the file."""
+
     def write(self, key: str, data: bytes) -> None:
         """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
         returns."""
@@ -87,6 +91,12 @@ class LocalBlobStore:
 
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+    def read_tail(self, key: str, size: int) -> bytes:
+        with self._path(key).open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read()
 
     def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place."""

@@ -393,19 +393,35 @@ class JsonLinesWriter:
             self._tmp.cleanup()
 
 
-def parquet_rows(store: BlobStore, key: str) -> int:
-    """Rows in a Parquet object, from its footer."""
+def parquet_footer(store: BlobStore, key: str) -> Any:
+    """A Parquet object's metadata (``pyarrow.parquet.FileMetaData``), read from its footer alone:
+    one or two reads of the object's tail, however large the object (on S3, ranged GETs)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(io.BytesIO(store.read(key))).metadata.num_rows
+    tail = store.read_tail(key, _FOOTER_GUESS)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise ValueError(f"{key} is not a Parquet file (no PAR1 footer)")
+    length = int.from_bytes(tail[-8:-4], "little") + 8
+    if length > len(tail):
+        tail = store.read_tail(key, length)
+        if len(tail) < length:
+            raise ValueError(f"{key}: its Parquet footer says {length} bytes, the object has {len(tail)}")
+    # The footer's own bytes, behind a leading magic: all pyarrow reads of a file to parse them.
+    return pq.read_metadata(io.BytesIO(b"PAR1" + tail[-length:]))
+
+
+# A footer of a day's layer (tens of row groups and columns) is a few kilobytes.
+_FOOTER_GUESS = 64 * 1024
+
+
+def parquet_rows(store: BlobStore, key: str) -> int:
+    """Rows in a Parquet object, from its footer."""
+    return parquet_footer(store, key).num_rows
 
 
 def parquet_row_groups(store: BlobStore, key: str) -> int:
     """Row groups in a Parquet object (a layer written by ``SliceWriter``: its slices)."""
-    import pyarrow.parquet as pq
-
-    with local_copy(store, key) as path:
-        return pq.ParquetFile(path).metadata.num_row_groups
+    return parquet_footer(store, key).num_row_groups
 
 
 def read_parquet(store: BlobStore, key: str) -> pl.DataFrame:

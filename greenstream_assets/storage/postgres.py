@@ -26,6 +26,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from greenstream_assets.storage.lake import prefetched
 from greenstream_assets.storage.warehouse import TABLES, VIEWS, Rows, frames
 
 PG_TYPES = {
@@ -191,13 +192,10 @@ class PostgresWarehouse:
         )
         copied = 0
         with conn.cursor() as cur, cur.copy(statement) as copy:
-            for part in frames(rows):
-                part = part.select(columns)
-                for offset in range(0, part.height, COPY_CHUNK_ROWS):
-                    buffer = io.BytesIO()
-                    part.slice(offset, COPY_CHUNK_ROWS).write_csv(buffer, include_header=False)
-                    copy.write(buffer.getvalue())
-                copied += part.height
+            # The next chunk is written as CSV on a thread while this one goes to the server.
+            for data, n in prefetched(_csv_chunks(rows, columns)):
+                copy.write(data)
+                copied += n
         return copied
 
     def _swap_partition(self, day: date, columns: list[str], rows: Rows) -> int:
@@ -298,3 +296,14 @@ class PostgresWarehouse:
             cur.execute(statement.replace("%", "%%").replace("?", "%s"), params or [])
             names = [d.name for d in cur.description]
             return pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None)
+
+
+def _csv_chunks(rows: Rows, columns: list[str]) -> Iterator[tuple[bytes, int]]:
+    """``rows`` as CSV for COPY, ``COPY_CHUNK_ROWS`` rows at a time, with the rows in each."""
+    for part in frames(rows):
+        part = part.select(columns)
+        for offset in range(0, part.height, COPY_CHUNK_ROWS):
+            chunk = part.slice(offset, COPY_CHUNK_ROWS)
+            buffer = io.BytesIO()
+            chunk.write_csv(buffer, include_header=False)
+            yield buffer.getvalue(), chunk.height

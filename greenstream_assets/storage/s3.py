@@ -55,6 +55,12 @@ class S3BlobStore:
         # the prefix); whatever the pipeline writes goes through check_key.
         return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
 
+    def read_tail(self, key: str, size: int) -> bytes:
+        # A suffix range: S3 returns the whole object when it is shorter than ``size``.
+        return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, Range=f"bytes=-{size}")[
+            "Body"
+        ].read()
+
     def write(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
 

@@ -84,3 +84,34 @@ def test_throttled_gets_are_retried_by_botocore(s3_env, bucket, monkeypatch):
         landing = StorageResource(landing=f"s3://{bucket}/landing").landing_store()
         assert landing.read("a.csv") == b"payload"
         assert proxy.injected["landing/a.csv"] == 3
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+@pytest.mark.parametrize("guess", [16, 64 * 1024])  # a footer read in two tail reads, or in one
+def test_a_parquet_footer_is_read_from_the_objects_tail(kind, guess, s3_env, bucket, tmp_path, monkeypatch):
+    import polars as pl
+
+    from greenstream_assets.storage import lake
+    from greenstream_assets.storage.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path) if kind == "local" else store(s3_env, f"s3://{bucket}/lake")
+    data = bytes(range(256)) * 4
+    blobs.write("bytes.bin", data)
+    assert blobs.read_tail("bytes.bin", 5) == data[-5:]
+    assert blobs.read_tail("bytes.bin", 10_000) == data
+
+    frame = pl.DataFrame({"meter_id": [f"M{i}" for i in range(30_000)], "kw": [i / 7 for i in range(30_000)]})
+    with lake.SliceWriter(blobs, "layer.parquet", meter_slices=True) as out:
+        for k in range(3):
+            out.write(frame.slice(k * 10_000, 10_000 + k))
+    monkeypatch.setattr(lake, "_FOOTER_GUESS", guess)
+    footer = lake.parquet_footer(blobs, "layer.parquet")
+    assert (footer.num_rows, footer.num_row_groups) == (30_001, 3)
+    assert [footer.row_group(g).num_rows for g in range(3)] == [10_000, 10_001, 10_000]
+    assert footer.metadata[lake.METER_SLICES.encode()] == b"1"
+    assert (lake.parquet_rows(blobs, "layer.parquet"), lake.parquet_row_groups(blobs, "layer.parquet")) == (
+        30_001,
+        3,
+    )
+    with pytest.raises(ValueError, match="not a Parquet file"):
+        lake.parquet_footer(blobs, "bytes.bin")

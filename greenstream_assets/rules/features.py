@@ -32,10 +32,12 @@ spring-forward day. On a fall-back day the repeated hour is looked up as the mea
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.vee import ACTUAL, ESTIMATED_CODES, FAULTY
+from greenstream_assets.rules.vee import ACTUAL, ESTIMATED_CODES, FAULTY, local_day_bounds
 
 HOURLY_FEATURES_SCHEMA = {
     "meter_id": pl.String,
@@ -60,17 +62,35 @@ HISTORY_COLUMNS = (*_HOUR_KEY, "kwh")
 _DECIMALS = 6
 
 
-def _same_hour_kwh(hourly: pl.DataFrame, history_hourly: pl.DataFrame | None) -> pl.DataFrame:
-    """kWh per meter, local date and local hour; rows being built win over history for their days."""
-    lookup = hourly.select(*_HOUR_KEY, "kwh")
+def _same_hour_kwh(
+    hourly: pl.DataFrame, history_hourly: pl.DataFrame | None, timezone: str, wanted: list[date]
+) -> pl.DataFrame:
+    """kWh per meter, local date and local hour for the local dates ``wanted``; rows being built
+    win over history for their days."""
+    lookup = hourly.select(*_HOUR_KEY, "kwh").filter(pl.col("local_date").is_in(wanted))
     if history_hourly is not None:
         older = (
             history_hourly.select(*_HOUR_KEY, "kwh")
             .cast({"meter_id": pl.String, "local_date": pl.Date, "local_hour": pl.Int8, "kwh": pl.Float64})
-            .join(lookup.select("meter_id", "local_date").unique(), on=["meter_id", "local_date"], how="anti")
+            .filter(pl.col("local_date").is_in(wanted))
         )
+        # History of other dates than those being built (the usual case) needs no join.
+        built = hourly.get_column("local_date").unique()
+        if older.select(pl.col("local_date").is_in(built.implode()).any()).item():
+            older = older.join(
+                hourly.select("meter_id", "local_date").unique(), on=["meter_id", "local_date"], how="anti"
+            )
         lookup = pl.concat([lookup, older])
+    # A local hour holds two hours' rows only on a fall-back day (25 hours long): their mean. On
+    # any other day each (meter, date, hour) is one row already.
+    if not any(_day_hours(d, timezone) > 24 for d in wanted):
+        return lookup
     return lookup.group_by(*_HOUR_KEY).agg(pl.col("kwh").mean())
+
+
+def _day_hours(local_day: date, timezone: str) -> float:
+    start, end = local_day_bounds(local_day, timezone)
+    return (end - start) / timedelta(hours=1)
 
 
 def hourly_features(
@@ -107,7 +127,10 @@ def hourly_features(
         )
     )
     weekday = pl.col("local_date").dt.weekday().cast(pl.Int8)
-    lookup = _same_hour_kwh(hourly, history_hourly)
+    # Only the dates looked up: a day and a week before each local date being built.
+    built = hourly.get_column("local_date").unique().to_list()
+    wanted = sorted({d - timedelta(days=back) for d in built for back in (1, 7)})
+    lookup = _same_hour_kwh(hourly, history_hourly, config.timezone, wanted)
     return (
         hourly.with_columns(
             weekday=weekday,

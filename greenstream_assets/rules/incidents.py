@@ -80,6 +80,14 @@ def _previous_open(previous_open_incidents: pl.DataFrame | None) -> pl.DataFrame
     )
 
 
+def _overlaps(earlier: pl.DataFrame, later: pl.DataFrame) -> bool:
+    """Whether the instants of two frames' rows can meet: their ``reading_ts`` ranges intersect."""
+    if earlier.height == 0 or later.height == 0:
+        return False
+    lo, hi = later.select(lo=pl.col("reading_ts").min(), hi=pl.col("reading_ts").max()).row(0)
+    return bool(earlier.select(pl.col("reading_ts").is_between(lo, hi).any()).item())
+
+
 def day_incidents(
     previous_tail: pl.DataFrame,
     readings: pl.DataFrame,
@@ -99,12 +107,12 @@ def day_incidents(
     and closed within the tail was the previous day's and is not repeated.
     """
     today = readings.select(READING_COLUMNS).cast(READING_SCHEMA).with_columns(_today=pl.lit(True))
-    tail = (
-        previous_tail.select(READING_COLUMNS)
-        .cast(READING_SCHEMA)
-        .join(today, on=["meter_id", "reading_ts"], how="anti")
-        .with_columns(_today=pl.lit(False))
-    )
+    tail = previous_tail.select(READING_COLUMNS).cast(READING_SCHEMA)
+    # The previous day's rows share no instant with today's (the usual case): nothing to drop, so
+    # no join. Otherwise today's rows win.
+    if _overlaps(tail, today):
+        tail = tail.join(today, on=["meter_id", "reading_ts"], how="anti")
+    tail = tail.with_columns(_today=pl.lit(False))
     near = near_zero(config)
     new_run = run_starts(near)
     sent = pl.concat([tail, today]).filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())

@@ -63,10 +63,14 @@ _DECIMALS = 6
 
 
 def _same_hour_kwh(
-    hourly: pl.DataFrame, history_hourly: pl.DataFrame | None, timezone: str, wanted: list[date]
+    hourly: pl.DataFrame,
+    history_hourly: pl.DataFrame | None,
+    timezone: str,
+    built: list[date],
+    wanted: list[date],
 ) -> pl.DataFrame:
-    """kWh per meter, local date and local hour for the local dates ``wanted``; rows being built
-    win over history for their days."""
+    """kWh per meter, local date and local hour for the local dates ``wanted``; the rows being
+    built (of the local dates ``built``) win over history for their dates."""
     lookup = hourly.select(*_HOUR_KEY, "kwh").filter(pl.col("local_date").is_in(wanted))
     if history_hourly is not None:
         older = (
@@ -75,8 +79,7 @@ def _same_hour_kwh(
             .filter(pl.col("local_date").is_in(wanted))
         )
         # History of other dates than those being built (the usual case) needs no join.
-        built = hourly.get_column("local_date").unique()
-        if older.select(pl.col("local_date").is_in(built.implode()).any()).item():
+        if older.select(pl.col("local_date").is_in(built).any()).item():
             older = older.join(
                 hourly.select("meter_id", "local_date").unique(), on=["meter_id", "local_date"], how="anti"
             )
@@ -130,7 +133,7 @@ def hourly_features(
     # Only the dates looked up: a day and a week before each local date being built.
     built = hourly.get_column("local_date").unique().to_list()
     wanted = sorted({d - timedelta(days=back) for d in built for back in (1, 7)})
-    lookup = _same_hour_kwh(hourly, history_hourly, config.timezone, wanted)
+    lookup = _same_hour_kwh(hourly, history_hourly, config.timezone, built, wanted)
     return (
         hourly.with_columns(
             weekday=weekday,

@@ -30,6 +30,7 @@ import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.faulty import near_zero, run_starts
+from greenstream_assets.rules.timestamps import instants_overlap
 
 OPEN = "open"
 CLOSED = "closed"
@@ -80,14 +81,6 @@ def _previous_open(previous_open_incidents: pl.DataFrame | None) -> pl.DataFrame
     )
 
 
-def _overlaps(earlier: pl.DataFrame, later: pl.DataFrame) -> bool:
-    """Whether the instants of two frames' rows can meet: their ``reading_ts`` ranges intersect."""
-    if earlier.height == 0 or later.height == 0:
-        return False
-    lo, hi = later.select(lo=pl.col("reading_ts").min(), hi=pl.col("reading_ts").max()).row(0)
-    return bool(earlier.select(pl.col("reading_ts").is_between(lo, hi).any()).item())
-
-
 def day_incidents(
     previous_tail: pl.DataFrame,
     readings: pl.DataFrame,
@@ -110,7 +103,7 @@ def day_incidents(
     tail = previous_tail.select(READING_COLUMNS).cast(READING_SCHEMA)
     # The previous day's rows share no instant with today's (the usual case): nothing to drop, so
     # no join. Otherwise today's rows win.
-    if _overlaps(tail, today):
+    if instants_overlap(tail, today):
         tail = tail.join(today, on=["meter_id", "reading_ts"], how="anti")
     tail = tail.with_columns(_today=pl.lit(False))
     near = near_zero(config)

@@ -49,6 +49,18 @@ def parse_timestamp_column(text: pl.Series, timezone: str) -> pl.Series:
     )
 
 
+def instants_overlap(earlier: pl.DataFrame, later: pl.DataFrame) -> bool:
+    """Whether a row of ``earlier`` can share an instant with one of ``later``: some ``reading_ts``
+    of ``earlier`` falls within ``later``'s range. False when either is empty. History from other
+    days (the usual case) shares none, so the anti join that lets ``later``'s rows win is skipped."""
+    if earlier.height == 0 or later.height == 0:
+        return False
+    first, last = later.select(first=pl.col("reading_ts").min(), last=pl.col("reading_ts").max()).row(0)
+    if first is None:
+        return False
+    return bool(earlier.select(pl.col("reading_ts").is_between(first, last).any()).item())
+
+
 def utc_day(ts: pl.Expr) -> pl.Expr:
     """The UTC calendar day of an instant: the day partition a reading belongs to."""
     return ts.dt.date()

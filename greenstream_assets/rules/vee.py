@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.timestamps import instants_overlap
 
 ACTUAL = "actual"
 ESTIMATED_LINEAR = "estimated_linear"
@@ -115,14 +116,7 @@ def _known(readings: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame
         earlier = normalized(history)
         # History from other days shares no instant with the readings (the usual case): nothing to
         # drop, so no join. Otherwise the readings' rows win.
-        first, last = (
-            known.select(pl.col("reading_ts").min()).item(),
-            known.select(pl.col("reading_ts").max()).item(),
-        )
-        overlaps = (
-            first is not None and earlier.select(pl.col("reading_ts").is_between(first, last).any()).item()
-        )
-        if overlaps:
+        if instants_overlap(earlier, known):
             earlier = earlier.join(known, on=KEY, how="anti", maintain_order="left")
         known = pl.concat([known, earlier])
     return known

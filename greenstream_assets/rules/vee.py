@@ -122,17 +122,23 @@ def _known(readings: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame
     return known
 
 
-def _reading_code() -> pl.Expr:
-    """Quality code of a reading the meter sent; null where there is no value."""
+# A reading's quality code is handled as a small integer, its position in QUALITY_CODES.
+_CODE_INDEX = {code: i for i, code in enumerate(QUALITY_CODES)}
+
+
+def _reading_code_index() -> pl.Expr:
+    """The quality code of a reading the meter sent, as its index in ``QUALITY_CODES`` (UInt8);
+    null where there is no value."""
     present = ~pl.col("is_missing") & pl.col("energy_kw").is_not_null()
     return (
         pl.when(~present)
         .then(None)
         .when(pl.col("is_anomaly"))
-        .then(pl.lit(ANOMALY))
+        .then(pl.lit(_CODE_INDEX[ANOMALY]))
         .when(pl.col("is_faulty"))
-        .then(pl.lit(FAULTY))
-        .otherwise(pl.lit(ACTUAL))
+        .then(pl.lit(_CODE_INDEX[FAULTY]))
+        .otherwise(pl.lit(_CODE_INDEX[ACTUAL]))
+        .cast(pl.UInt8)
     )
 
 
@@ -155,7 +161,7 @@ def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.D
     since_start = (pl.col("reading_ts") - pl.lit(start)).dt.total_microseconds()
     received = (
         _known(readings, None)
-        .filter(_reading_code().is_not_null())
+        .filter(_reading_code_index().is_not_null())
         .filter((pl.col("reading_ts") >= start) & (pl.col("reading_ts") < end) & (since_start % step_us == 0))
         .group_by("meter_id")
         .agg(received_intervals=pl.col("reading_ts").n_unique())
@@ -182,7 +188,7 @@ def _history_means(known: pl.DataFrame, day: date, config: RulesConfig) -> pl.Da
     weeks = [day - timedelta(weeks=k) for k in range(1, config.history_weeks + 1)]
     local = pl.col("reading_ts").dt.convert_time_zone(config.timezone)
     return (
-        known.filter(_reading_code() == ACTUAL)
+        known.filter(_reading_code_index() == _CODE_INDEX[ACTUAL])
         .filter(local.dt.date().is_in(weeks))
         .group_by("meter_id", local.dt.time().alias("_local_time"))
         .agg(_history_kw=pl.col("energy_kw").mean())
@@ -203,51 +209,77 @@ def estimate(
     """
     start, end = local_day_bounds(day, config.timezone)
     step = timedelta(minutes=config.interval_minutes)
+    step_us = config.interval_minutes * 60_000_000
     # Far enough beyond the day to find both neighbours of any short gap that touches it.
     reach = (config.short_gap_minutes // config.interval_minutes + 1) * step
+    first, last = start - reach, end + reach
     known = _known(readings, history)
-    grid = (
-        _grid(_meters(readings), start - reach, end + reach, config.interval_minutes)
-        # The grid's order (meter, then time) is kept: no sort of the day needed.
-        # Only the known rows the grid can meet: the history's earlier weeks are for the means.
-        .join(
-            known.filter(pl.col("reading_ts").is_between(start - reach, end + reach)).with_columns(
-                _code=_reading_code()
-            ),
-            on=KEY,
-            how="left",
-            maintain_order="left",
+    meters = _meters(readings)
+    # Meter by meter, each in time order: row i is meter i // per_meter at interval i % per_meter.
+    grid = _grid(meters, first, last, config.interval_minutes)
+    per_meter = grid.height // max(1, meters.height)
+    # The known rows the grid meets (on an interval start inside it; the history's earlier weeks
+    # are for the means), placed at their grid row by position: no join of 5M (meter, instant) keys.
+    offset = (pl.col("reading_ts") - pl.lit(first)).dt.total_microseconds()
+    near = (
+        known.filter((pl.col("reading_ts") >= first) & (pl.col("reading_ts") < last))
+        .filter(offset % step_us == 0)
+        .join(meters.with_row_index("_meter"), on="meter_id", how="inner")
+        .select(
+            _row=pl.col("_meter").cast(pl.Int64) * per_meter + offset // step_us,
+            energy_kw="energy_kw",
+            _code=_reading_code_index(),
         )
     )
+    # A (meter, instant) is known once: the day's readings are unique on it (cleansed) and
+    # _known drops history rows the readings have.
+    rows = near.get_column("_row")
+    grid = grid.with_columns(
+        pl.repeat(None, grid.height, dtype=pl.Float64, eager=True)
+        .scatter(rows, near.get_column("energy_kw"))
+        .alias("energy_kw"),
+        pl.repeat(None, grid.height, dtype=pl.UInt8, eager=True)
+        .scatter(rows, near.get_column("_code"))
+        .alias("_code"),
+    )
+    del near, rows
 
     in_gap = pl.col("_code").is_null()
+    actual = _CODE_INDEX[ACTUAL]
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
 
-    def neighbour(column: str, fill: str) -> pl.Expr:
-        # The nearest sent value before (forward fill) or after (backward fill) a gap row: since a
-        # gap is a run of rows without value, that is the row right next to the gap.
-        filled = pl.when(~in_gap).then(pl.col(column))
-        return (filled.forward_fill() if fill == "forward" else filled.backward_fill()).over("meter_id")
+    def neighbour(fill: str) -> pl.Expr:
+        # The row of the nearest sent value before (forward fill) or after (backward fill) a gap
+        # row, when it is the same meter's: a gap is a run of rows without value, so that is the
+        # row right next to the gap.
+        source = pl.when(~in_gap).then(row)
+        source = source.forward_fill() if fill == "forward" else source.backward_fill()
+        return pl.when(source // per_meter == row // per_meter).then(source)
 
-    ts = pl.col("reading_ts")
-    grid = grid.with_columns(
-        _prev_ts=neighbour("reading_ts", "forward"),
-        _prev_kw=neighbour("energy_kw", "forward"),
-        _prev_code=neighbour("_code", "forward"),
-        _next_ts=neighbour("reading_ts", "backward"),
-        _next_kw=neighbour("energy_kw", "backward"),
-        _next_code=neighbour("_code", "backward"),
+    def instant(index: str) -> pl.Expr:
+        return pl.lit(first) + pl.duration(microseconds=(pl.col(index) % per_meter) * step_us)
+
+    grid = grid.with_columns(_prev=neighbour("forward"), _next=neighbour("backward")).with_columns(
+        _prev_ts=instant("_prev"),
+        _prev_kw=pl.col("energy_kw").gather(pl.col("_prev")),
+        _prev_code=pl.col("_code").gather(pl.col("_prev")),
+        _next_ts=instant("_next"),
+        _next_kw=pl.col("energy_kw").gather(pl.col("_next")),
+        _next_code=pl.col("_code").gather(pl.col("_next")),
     )
+    ts = pl.col("reading_ts")
     span = pl.col("_next_ts") - pl.col("_prev_ts")
     is_short = (
         in_gap
-        & (pl.col("_prev_code") == ACTUAL)
-        & (pl.col("_next_code") == ACTUAL)
+        & (pl.col("_prev_code") == actual)
+        & (pl.col("_next_code") == actual)
         & (span - step <= timedelta(minutes=config.short_gap_minutes))
     ).fill_null(False)
     linear = pl.col("_prev_kw") + (pl.col("_next_kw") - pl.col("_prev_kw")) * (
         (ts - pl.col("_prev_ts")).dt.total_microseconds() / span.dt.total_microseconds()
     )
     local_time = ts.dt.convert_time_zone(config.timezone).dt.time()
+    codes = pl.Series(QUALITY_CODES, dtype=pl.String)
     estimated = (
         grid.filter((ts >= start) & (ts < end))
         .with_columns(_local_time=local_time)
@@ -260,7 +292,7 @@ def estimate(
         .with_columns(
             estimated_kw=pl.when(in_gap).then(pl.when(is_short).then(linear).otherwise("_history_kw")),
             quality_code=pl.when(~in_gap)
-            .then("_code")
+            .then(pl.lit(codes).gather(pl.col("_code")))
             .when(is_short)
             .then(pl.lit(ESTIMATED_LINEAR))
             .when(pl.col("_history_kw").is_not_null())

@@ -337,3 +337,40 @@ def test_history_that_shares_instants_with_the_readings_loses_to_them() -> None:
         ("estimated_linear", 3.0),
         ("actual", 4.0),
     ]
+
+
+def test_neighbours_never_come_from_another_meter() -> None:
+    """m1 ends its day on a gap and m2 starts its day on one: next to each other in the grid, the
+    other meter's reading is no neighbour, so neither gap is interpolated."""
+    last = utc(2024, 6, 3, 23, 30)
+    rows = series("m1", last, [1.0]) + series("m2", MIDNIGHT + Q, [3.0])
+    estimated = estimate(readings_frame(rows), None, CONFIG, DAY).filter(
+        pl.col("reading_ts").is_in([MIDNIGHT, MIDNIGHT + Q, last, last + Q])
+    )
+    assert estimated.select("meter_id", "reading_ts", "quality_code", "value_kw").rows() == [
+        ("m1", MIDNIGHT, "missing", None),
+        ("m1", MIDNIGHT + Q, "missing", None),
+        ("m1", last, "actual", 1.0),
+        ("m1", last + Q, "missing", None),
+        ("m2", MIDNIGHT, "missing", None),
+        ("m2", MIDNIGHT + Q, "actual", 3.0),
+        ("m2", last, "missing", None),
+        ("m2", last + Q, "missing", None),
+    ]
+
+
+def test_off_grid_readings_and_other_meters_history_are_not_placed() -> None:
+    """A reading off the interval grid (08:07) fills no interval and anchors nothing; history of a
+    meter that sent nothing today adds no rows."""
+    rows = [("m1", T8, 1.0, False, False), ("m1", T8 + Q + timedelta(minutes=7), 9.0, False, False)]
+    rows += series("m1", T8 + 3 * Q, [4.0])
+    history = readings_frame(series("m9", T8 - 7 * 96 * Q, [5.0] * 4))
+    estimated = estimate(readings_frame(rows), history, CONFIG, DAY)
+    assert estimated.height == 96
+    assert estimated.get_column("meter_id").unique().to_list() == ["m1"]
+    assert codes_and_values(estimated, T8, 4) == [
+        ("actual", 1.0),
+        ("estimated_linear", 2.0),
+        ("estimated_linear", 3.0),
+        ("actual", 4.0),
+    ]

@@ -50,6 +50,13 @@ class BlobStore(Protocol):
         """The last ``size`` bytes of an object (all of it when it is smaller): a Parquet footer
         without the rest of the file."""
 
+    def read_range(self, key: str, start: int, size: int) -> bytes:
+        """``size`` bytes of an object from offset ``start`` (fewer at its end): one member of a
+        zip, one Parquet row group."""
+
+    def size(self, key: str) -> int:
+        """The object's length in bytes."""
+
     def write(self, key: str, data: bytes) -> None:
         """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
         returns."""
@@ -97,6 +104,14 @@ class LocalBlobStore:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - size))
             return handle.read()
+
+    def read_range(self, key: str, start: int, size: int) -> bytes:
+        with self._path(key).open("rb") as handle:
+            handle.seek(start)
+            return handle.read(size)
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
 
     def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place."""

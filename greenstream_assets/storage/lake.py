@@ -65,8 +65,54 @@ def read_raw_backup(store: BlobStore, checksum: str, source_key: str, batch: str
     alone = raw_backup_key(checksum, source_key)
     if store.exists(alone):
         return store.read(alone)
-    with local_copy(store, raw_pack_key(batch)) as path, zipfile.ZipFile(path) as pack:
+    # The zip is read where it lies, by ranges (its end record, its central directory, the
+    # member): on S3 a few ranged GETs, not the whole pack.
+    with (
+        io.BufferedReader(RangedObject(store, raw_pack_key(batch)), buffer_size=_RANGE_BUFFER) as handle,
+        zipfile.ZipFile(handle) as pack,
+    ):
         return pack.read(_pack_member(checksum, source_key))
+
+
+# Reads through RangedObject come in pieces of at least this size (zipfile reads a few bytes at a
+# time around a member's header).
+_RANGE_BUFFER = 256 * 1024
+
+
+class RangedObject(io.RawIOBase):
+    """A lake object as a read-only, seekable file whose reads are ``BlobStore.read_range`` calls
+    (wrap it in ``io.BufferedReader``)."""
+
+    def __init__(self, store: BlobStore, key: str) -> None:
+        super().__init__()
+        self.store, self.key = store, key
+        self.length = store.size(key)
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position in {self.key}")
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self.length - self.position)
+        if size <= 0:
+            return 0
+        data = self.store.read_range(self.key, self.position, size)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 def raw_manifest_key(day: date) -> str:

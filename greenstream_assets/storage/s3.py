@@ -61,6 +61,16 @@ class S3BlobStore:
             "Body"
         ].read()
 
+    def read_range(self, key: str, start: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        return self.client.get_object(
+            Bucket=self.bucket, Key=self.prefix + key, Range=f"bytes={start}-{start + size - 1}"
+        )["Body"].read()
+
+    def size(self, key: str) -> int:
+        return int(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)["ContentLength"])
+
     def write(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
 

@@ -115,3 +115,68 @@ def test_a_parquet_footer_is_read_from_the_objects_tail(kind, guess, s3_env, buc
     )
     with pytest.raises(ValueError, match="not a Parquet file"):
         lake.parquet_footer(blobs, "bytes.bin")
+
+
+class CountingStore:
+    """A store that records ranged reads and refuses whole reads of packs."""
+
+    def __init__(self, inner):
+        self.inner, self.ranges = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read(self, key):
+        assert not key.startswith("raw/packs/"), f"whole read of {key}"
+        return self.inner.read(key)
+
+    def read_to_file(self, key, path):
+        raise AssertionError(f"download of {key}")
+
+    def read_range(self, key, start, size):
+        data = self.inner.read_range(key, start, size)
+        self.ranges.append((start, len(data)))
+        return data
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_backup_is_read_from_its_pack_by_ranges(kind, s3_env, bucket, tmp_path):
+    from datetime import UTC, datetime
+
+    from greenstream_assets.storage import lake
+    from greenstream_assets.storage.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path) if kind == "local" else store(s3_env, f"s3://{bucket}/lake")
+    big = bytes(range(256)) * 8_000  # 2 MB: the pack is ~4 MB, eight times the read buffer
+    files = [("a" * 64, "2024-03-04/m1.csv", big), ("b" * 64, "2024-03-04/m2.csv", b"meter_id\nM2\n")]
+    files.append(("c" * 64, "2024-03-04/m3.csv", big[::-1]))
+    lake.write_raw_pack(blobs, "batch-1", files, datetime(2024, 3, 4, tzinfo=UTC))
+    counted = CountingStore(blobs)
+    for checksum, key, data in files:
+        assert lake.read_raw_backup(counted, checksum, key, "batch-1") == data
+    # The small member costs its header and bytes plus the zip's directory, not the pack.
+    counted.ranges.clear()
+    assert lake.read_raw_backup(counted, "b" * 64, "2024-03-04/m2.csv", "batch-1") == b"meter_id\nM2\n"
+    assert sum(n for _, n in counted.ranges) <= 3 * lake._RANGE_BUFFER < blobs.size("raw/packs/batch-1.zip")
+
+
+def test_a_ranged_object_reads_and_seeks_like_a_file(tmp_path):
+    import io
+
+    from greenstream_assets.storage import lake
+    from greenstream_assets.storage.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path)
+    blobs.write("x.bin", b"0123456789")
+    raw = lake.RangedObject(blobs, "x.bin")
+    assert (raw.seek(-3, io.SEEK_END), raw.read(10), raw.read(1)) == (7, b"789", b"")
+    assert (raw.seek(2), raw.read(3), raw.tell(), raw.seek(1, io.SEEK_CUR), raw.read(2)) == (
+        2,
+        b"234",
+        5,
+        6,
+        b"67",
+    )
+    assert blobs.read_range("x.bin", 8, 100) == b"89"
+    with pytest.raises(ValueError, match="negative seek"):
+        raw.seek(-11, io.SEEK_END)

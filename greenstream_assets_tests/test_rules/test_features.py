@@ -218,3 +218,24 @@ def test_schema_and_empty_input() -> None:
     features = hourly_features(vee_frame([]), None, CONFIG)
     assert features.schema == pl.Schema(HOURLY_FEATURES_SCHEMA)
     assert features.height == 0
+
+
+@pytest.mark.parametrize("order", ["meter_then_time", "shuffled", "time_then_meter"])
+def test_row_order_does_not_change_the_features(order: str) -> None:
+    """VEE's grid comes in (meter, time) order and is grouped by runs of rows; any other order is
+    grouped by key, with the same result. m2's hour 8 sits between two of m1's hours."""
+    rows = grid("m1", T8, [("actual", 1.0)] * 4 + [("missing", None)] * 2 + [("estimated_linear", 3.0)] * 2)
+    rows += grid("m2", T8, [("actual", 5.0), ("anomaly", 99.0), ("actual", 7.0), ("actual", 9.0)])
+    frame = vee_frame(rows)
+    if order == "shuffled":
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    elif order == "time_then_meter":
+        frame = frame.sort("reading_ts", "meter_id")
+    features = hourly_features(frame, None, CONFIG)
+    assert features.select(
+        "meter_id", "local_hour", "kwh", "peak_kw", "estimated_share", "missing_share"
+    ).rows() == [
+        ("m1", 8, 1.0, 1.0, 0.0, 0.0),
+        ("m1", 9, 1.5, 3.0, 0.5, 0.5),
+        ("m2", 8, 5.25, 9.0, 0.0, 0.25),
+    ]

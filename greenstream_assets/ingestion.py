@@ -21,6 +21,7 @@ from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.files import (
     CANONICAL_HEADER,
     RejectedFile,
+    check_bytes,
     check_text,
     read_meter_files,
     read_meter_text,
@@ -183,9 +184,13 @@ def ingest_new_files(
             return obj, data, checksum, None
         try:
             check_key(obj.key)
-            text = check_text(data)
-            body = simple_body(text) if len(data) <= SMALL_FILE_BYTES else None
-            parsed: str | pl.DataFrame | Exception = body or read_meter_text(text, obj.key)
+            parsed: str | pl.DataFrame | Exception
+            if len(data) <= SMALL_FILE_BYTES:
+                text = check_text(data)
+                parsed = simple_body(text) or read_meter_text(text, obj.key)
+            else:
+                # A large file goes to the parser as bytes: no decode and re-encode of megabytes.
+                parsed = read_meter_text(check_bytes(data), obj.key)
         except (RejectedFile, UnsafeKey) as err:
             parsed = err
         if isinstance(parsed, Exception):

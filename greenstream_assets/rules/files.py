@@ -24,18 +24,27 @@ def _control_bytes(data: bytes) -> int:
     return len(data) - len(data.translate(None, _CONTROL))
 
 
-def check_text(data: bytes) -> str:
-    """The file's text, or ``RejectedFile`` when it is empty, binary or not UTF-8."""
-    if not data.strip():
+def check_bytes(data: bytes) -> bytes:
+    """The file's bytes as UTF-8 text without a byte-order mark, or ``RejectedFile`` when it is
+    empty, binary or not UTF-8. Plain ASCII (what meters send) is not decoded at all."""
+    if not data or data.isspace():
         raise RejectedFile("empty_file", "the file has no content")
     # Binary data (an image, an archive) is full of NUL and other control bytes; a stray one in a
     # text file is a bad value, quarantined with its row.
     if _control_bytes(data) * 100 > len(data):
         raise RejectedFile("not_text", "the file is binary data (NUL bytes), not CSV text")
+    if data.isascii():
+        return data
     try:
-        return data.decode("utf-8-sig")
+        data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise RejectedFile("bad_encoding", f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return data.removeprefix(b"\xef\xbb\xbf")
+
+
+def check_text(data: bytes) -> str:
+    """``check_bytes``, decoded."""
+    return check_bytes(data).decode("utf-8")
 
 
 # The header as the meters send it. A file that starts with exactly this line and holds only plain
@@ -117,8 +126,8 @@ def read_meter_file(data: bytes, source_file: str) -> pl.DataFrame:
     return read_meter_text(check_text(data), source_file)
 
 
-def read_meter_text(text: str, source_file: str) -> pl.DataFrame:
-    """Parse CSV text to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
+def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
+    """Parse CSV text (or bytes from ``check_bytes``) to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
 
     Column names are matched after trimming spaces and case; order is free and extra columns are
     dropped. ``line_number`` is the 1-based line in the file (the header is line 1).
@@ -127,7 +136,8 @@ def read_meter_text(text: str, source_file: str) -> pl.DataFrame:
     """
     try:
         frame = pl.read_csv(
-            text.encode(),  # bytes: polars parses them without a copy through Python
+            # Bytes: polars parses them without a copy through Python.
+            text.encode() if isinstance(text, str) else text,
             infer_schema=False,
             truncate_ragged_lines=True,
             raise_if_empty=False,

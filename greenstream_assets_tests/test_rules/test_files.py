@@ -10,9 +10,11 @@ from greenstream_assets.rules.config import REQUIRED_COLUMNS as REQUIRED
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.files import (
     RejectedFile,
+    check_bytes,
     check_text,
     read_meter_file,
     read_meter_files,
+    read_meter_text,
     simple_body,
 )
 from greenstream_assets.rules.validation import validate_readings
@@ -149,6 +151,31 @@ def test_utf8_bom_and_non_ascii_text() -> None:
     frame = read_meter_file(data, "f.csv")
     assert frame.columns[:4] == ["meter_id", "timestamp", "energy_value", "energy_unit"]
     assert frame.get_column("meter_id").to_list() == ["z\u00e4hler-1"]
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        pytest.param(HEADER + b"m1,t,1,kW\n", HEADER + b"m1,t,1,kW\n", id="ascii"),
+        pytest.param(b"\xef\xbb\xbf" + HEADER + b"m1,t,1,kW\n", HEADER + b"m1,t,1,kW\n", id="bom"),
+        pytest.param(
+            HEADER + "z\u00e4hler,t,1,kW\n".encode(), HEADER + "z\u00e4hler,t,1,kW\n".encode(), id="utf8"
+        ),
+    ],
+)
+def test_checked_bytes_are_utf8_without_a_bom(data: bytes, text: bytes) -> None:
+    assert check_bytes(data) == text
+    assert check_text(data) == text.decode()
+    # Large files go to the parser as these bytes: the same rows as from the decoded text.
+    assert_frame_equal(
+        read_meter_text(check_bytes(data), "f.csv"), read_meter_text(check_text(data), "f.csv")
+    )
+
+
+@pytest.mark.parametrize("data", [b" \n\t\r\n", b"", b"\x0b\x0c"])
+def test_whitespace_only_is_an_empty_file(data: bytes) -> None:
+    with pytest.raises(RejectedFile, match="empty_file"):
+        check_bytes(data)
 
 
 def test_crlf_line_endings() -> None:

@@ -35,6 +35,9 @@ REASONS = (
     NEGATIVE_VALUE,
 )
 
+# A meter id with one of these (ASCII control characters) is invalid.
+_CONTROL_CHARACTERS = [chr(c) for c in (*range(32), 127)]
+
 RAW_COLUMNS = ("meter_id", "timestamp", "energy_value", "energy_unit")
 QUARANTINE_COLUMNS = (*RAW_COLUMNS, "reason", "source_file", "line_number")
 CLEANSED_SCHEMA = {
@@ -97,26 +100,29 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         in_day = (ts >= start) & (ts < start + timedelta(days=1))
     frame = frame.with_columns(keyed=pl.col("meter_id_clean").is_not_null() & in_day)
     frame = mark_duplicates(frame.rename({"meter_id": "meter_id_raw", "meter_id_clean": "meter_id"}), "keyed")
+    # The first reason that applies, as its position in REASONS (a byte per row, not a string):
+    # the text is given only to the quarantined rows.
+    code = {reason: pl.lit(i, dtype=pl.UInt8) for i, reason in enumerate(REASONS)}
     reason = (
         pl.when(pl.col("meter_id").is_null())
-        .then(pl.lit(MISSING_METER_ID))
+        .then(code[MISSING_METER_ID])
         .when(
             (pl.col("meter_id").str.len_chars() > config.max_meter_id_length)
-            | pl.col("meter_id").str.contains(r"[\x00-\x1f\x7f]")
+            | pl.col("meter_id").str.contains_any(_CONTROL_CHARACTERS)
         )
-        .then(pl.lit(INVALID_METER_ID))
+        .then(code[INVALID_METER_ID])
         .when(ts.is_null())
-        .then(pl.lit(INVALID_TIMESTAMP))
+        .then(code[INVALID_TIMESTAMP])
         .when(~in_day)
-        .then(pl.lit(TIMESTAMP_OUT_OF_RANGE))
+        .then(code[TIMESTAMP_OUT_OF_RANGE])
         .when(pl.col("is_conflicting"))
-        .then(pl.lit(CONFLICTING_DUPLICATE))
+        .then(code[CONFLICTING_DUPLICATE])
         .when(pl.col("factor").is_null())
-        .then(pl.lit(INVALID_UNIT))
+        .then(code[INVALID_UNIT])
         .when(~pl.col("is_missing") & pl.col("value_num").is_null())
-        .then(pl.lit(INVALID_VALUE))
+        .then(code[INVALID_VALUE])
         .when(pl.col("energy_kw") < 0)
-        .then(pl.lit(NEGATIVE_VALUE))
+        .then(code[NEGATIVE_VALUE])
     )
     # One reason column over every row (collapsed copies included, then left out): filtering the
     # collapsed rows first would copy the whole day once more.
@@ -133,7 +139,7 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     quarantined = frame.filter(kept & pl.col("reason").is_not_null()).select(
         pl.col("meter_id_raw").alias("meter_id"),
         *RAW_COLUMNS[1:],
-        "reason",
+        pl.lit(pl.Series(REASONS, dtype=pl.String)).gather(pl.col("reason")).alias("reason"),
         "source_file",
         pl.col("line_number").cast(pl.Int64),
     )

@@ -128,20 +128,31 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     # collapsed rows first would copy the whole day once more.
     frame = frame.with_columns(reason=reason)
     kept = ~pl.col("is_collapsed")
-    cleansed = frame.filter(kept & pl.col("reason").is_null()).select(
-        "meter_id",
-        "reading_ts",
-        pl.when(pl.col("is_missing")).then(None).otherwise(pl.col("energy_kw")).alias("energy_kw"),
-        "is_missing",
-        "source_file",
-        pl.col("line_number").cast(pl.Int64),
+    # Lazily, so each filter copies only the columns it keeps, not the whole working frame.
+    cleansed = (
+        frame.lazy()
+        .filter(kept & pl.col("reason").is_null())
+        .select(
+            "meter_id",
+            "reading_ts",
+            pl.when(pl.col("is_missing")).then(None).otherwise(pl.col("energy_kw")).alias("energy_kw"),
+            "is_missing",
+            "source_file",
+            pl.col("line_number").cast(pl.Int64),
+        )
+        .collect()
     )
-    quarantined = frame.filter(kept & pl.col("reason").is_not_null()).select(
-        pl.col("meter_id_raw").alias("meter_id"),
-        *RAW_COLUMNS[1:],
-        pl.lit(pl.Series(REASONS, dtype=pl.String)).gather(pl.col("reason")).alias("reason"),
-        "source_file",
-        pl.col("line_number").cast(pl.Int64),
+    quarantined = (
+        frame.lazy()
+        .filter(kept & pl.col("reason").is_not_null())
+        .select(
+            pl.col("meter_id_raw").alias("meter_id"),
+            *RAW_COLUMNS[1:],
+            pl.lit(pl.Series(REASONS, dtype=pl.String)).gather(pl.col("reason")).alias("reason"),
+            "source_file",
+            pl.col("line_number").cast(pl.Int64),
+        )
+        .collect()
     )
     return ValidatedDay(
         cleansed=cleansed,

@@ -28,6 +28,10 @@ from typing import Any
 
 from bench_common import REPO, machine_info
 
+from greenstream_assets import ALLOCATOR_CONF
+
+STARTING_ALLOCATOR_CONF = os.environ.get("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
+
 HERE = Path(__file__).resolve().parent
 MB = 1024
 
@@ -84,6 +88,11 @@ def snapshot_code(workdir: Path) -> Path:
 CODE_PATH: list[str] = []
 
 
+def allocator_conf() -> str:
+    """The product's setting, or the operator's own (read before anything here loads polars)."""
+    return STARTING_ALLOCATOR_CONF
+
+
 def launch(
     label: str, variant: str, params: dict[str, Any], workdir: Path, script: str = "worker.py"
 ) -> dict:
@@ -96,7 +105,13 @@ def launch(
         cmd = [sys.executable, str(HERE / script), variant, json.dumps(params), str(result_path)]
     else:
         cmd = [sys.executable, str(HERE / script), *params["argv"], "--json-out", str(result_path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *CODE_PATH, str(REPO)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), *CODE_PATH, str(REPO)]),
+        # Every variant, the references included, gets the allocator setting the product makes for
+        # itself (greenstream_assets/__init__.py): ratios compare code, not allocator settings.
+        "_RJEM_MALLOC_CONF": allocator_conf(),
+    }
     print(f"[{datetime.now():%H:%M:%S}] {label} ...", flush=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -136,7 +151,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *sys.argv[1:]]),
         "config": {k: (str(v) if isinstance(v, date) else v) for k, v in vars(args).items()},
-        "machine": machine_info(),
+        "machine": {**machine_info(), "allocator_conf": allocator_conf()},
         "runs": [],
         "once": {},
     }
@@ -523,6 +538,8 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
         f"- Python {m['python']}; polars {v['polars']}, DuckDB {v['duckdb']}, Dagster {v['dagster']}, pandas {v['pandas']}, "
         f"pyarrow {v['pyarrow']}, numpy {v['numpy']}, pandera {v['pandera']}, psycopg {v['psycopg']}, moto {v['moto']}; "
         f"PostgreSQL server {v['postgresql_server']} on 127.0.0.1 (same machine)\n"
+        f"- Polars' allocator, in every variant: `_RJEM_MALLOC_CONF={m.get('allocator_conf', 'default')}` (the "
+        'product\'s own setting, see README, "Benchmarks")\n'
         f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}. The machine is "
         "shared: other work ran during the benchmark, which is why every ratio is taken within one run.\n"
     )

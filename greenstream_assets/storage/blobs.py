@@ -5,6 +5,7 @@ Keys are always relative, ``/``-separated and checked: no key can reach outside 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -69,7 +70,8 @@ class BlobStore(Protocol):
         """Copy an object to a local file without holding it in memory."""
 
     def write_file(self, key: str, path: Path) -> None:
-        """Publish a local file as ``key``, atomically (as ``write``)."""
+        """Publish a local file as ``key``, atomically (as ``write``). The file is handed over: it
+        may be moved into the store, so the caller must not use it afterwards."""
 
 
 class LocalBlobStore:
@@ -146,8 +148,22 @@ class LocalBlobStore:
         return self._path(key)
 
     def write_file(self, key: str, path: Path) -> None:
-        with open(path, "rb") as source:
-            self._publish(key, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
+        """Renamed into place when ``path`` is on the store's file system (a step's temporary file
+        usually is): no second copy of the bytes. Otherwise copied, as ``write``."""
+        target = self._path(key)
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        try:
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            with open(path, "rb") as source:
+                self._publish(key, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -1,6 +1,11 @@
 """The code location loads, and its lineage reads as the platform is described."""
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
+import pytest
 
 from greenstream_assets import code_location
 from greenstream_assets.defs.analytics import NEW_FAULTY_INCIDENTS, QUALITY_DRIFT
@@ -115,3 +120,32 @@ def test_kinds_follow_the_configured_storage(monkeypatch):
     assert kinds("meter_readings") == {"postgres", "table"}
     assert kinds("meter_readings_archive") == {"parquet", "s3"}
     assert kinds("quarantined_readings") == {"json", "s3"}
+
+
+ALLOCATOR_PROBE = """
+import os
+import sys
+import greenstream_assets
+assert "polars" not in sys.modules
+before = os.environ.get("_RJEM_MALLOC_CONF")
+import polars
+# Polars puts its own defaults first and what it found in the environment last (last wins).
+print(before, os.environ["_RJEM_MALLOC_CONF"].endswith("," + before))
+"""
+
+
+@pytest.mark.parametrize(
+    ("operator_setting", "expected"),
+    [(None, "dirty_decay_ms:10000,muzzy_decay_ms:10000"), ("dirty_decay_ms:0", "dirty_decay_ms:0")],
+    ids=["default", "operator's own"],
+)
+def test_the_package_sets_polars_allocator_before_polars_loads(operator_setting, expected):
+    """The setting is read by polars' allocator when polars loads, so importing the package (which
+    a code location or run worker does first) must set it; an operator's own value is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if operator_setting is not None:
+        env["_RJEM_MALLOC_CONF"] = operator_setting
+    probe = subprocess.run(
+        [sys.executable, "-c", ALLOCATOR_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    assert probe.stdout.split() == [expected, "True"]

@@ -1,5 +1,6 @@
 """The local blob store: atomic writes, safe keys, change markers."""
 
+import errno
 import os
 
 import pytest
@@ -51,3 +52,73 @@ def test_listing_reports_a_new_version_when_content_changes(tmp_path):
     assert store.exists("a.csv") and not store.exists("b.csv")
     store.delete("a.csv")
     assert list(store.list()) == []
+
+
+def step_file(tmp_path, data: bytes):
+    """A finished step output in a working folder of its own, as SliceWriter leaves it."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    source = work / "part.parquet"
+    source.write_bytes(data)
+    return source
+
+
+def test_publishing_a_file_moves_it_into_place_on_the_same_file_system(tmp_path):
+    store = LocalBlobStore(tmp_path / "lake")
+    store.write("layers/day.parquet", b"old version")
+    source = step_file(tmp_path, b"new version")
+    inode = source.stat().st_ino
+    store.write_file("layers/day.parquet", source)
+    assert store.read("layers/day.parquet") == b"new version"
+    # Renamed, not copied: the same file, now under the key, and nothing left in the work folder.
+    assert (tmp_path / "lake" / "layers" / "day.parquet").stat().st_ino == inode
+    assert not source.exists()
+    assert [o.key for o in store.list()] == ["layers/day.parquet"]
+    # A key in a folder that does not exist yet.
+    store.write_file("archive/date=2024-03-04/part-0.parquet", step_file(tmp_path, b"first"))
+    assert store.read("archive/date=2024-03-04/part-0.parquet") == b"first"
+
+
+def test_publishing_a_file_across_file_systems_copies_it(tmp_path, monkeypatch):
+    store = LocalBlobStore(tmp_path / "lake")
+    store.write("layers/day.parquet", b"old version")
+    source = step_file(tmp_path, b"new version")
+    real_replace = os.replace
+
+    def cross_device(src, dst):
+        if os.fspath(src) == os.fspath(source):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    store.write_file("layers/day.parquet", source)
+    assert store.read("layers/day.parquet") == b"new version"
+    # Copied through a temporary file beside the key: the caller's file is still there, no
+    # temporary file is left.
+    assert source.read_bytes() == b"new version"
+    assert sorted(p.name for p in (tmp_path / "lake" / "layers").iterdir()) == ["day.parquet"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(("fsync", OSError(errno.EIO, "disk died during fsync")), id="fsync"),
+        pytest.param(("replace", PermissionError(errno.EACCES, "read-only lake")), id="rename"),
+    ],
+)
+def test_a_failed_publish_of_a_file_leaves_the_previous_object(tmp_path, monkeypatch, failure):
+    name, error = failure
+    store = LocalBlobStore(tmp_path / "lake")
+    store.write("layers/day.parquet", b"old version")
+    source = step_file(tmp_path, b"new version")
+
+    def fail(*args):
+        raise error
+
+    monkeypatch.setattr(os, name, fail)
+    with pytest.raises(OSError) as raised:
+        store.write_file("layers/day.parquet", source)
+    monkeypatch.undo()
+    assert raised.value is error
+    assert store.read("layers/day.parquet") == b"old version"
+    assert sorted(p.name for p in (tmp_path / "lake" / "layers").iterdir()) == ["day.parquet"]

@@ -30,10 +30,12 @@ def _existing(store: BlobStore, keys: list[str]) -> list[str]:
     return [key for key in keys if store.exists(key)]
 
 
-def _for_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.DataFrame | None:
+def _for_meters(
+    paths: list[Path], columns: list[str], meters: pl.Series, where: pl.Expr | None = None
+) -> pl.DataFrame | None:
     """Rows of these meters from earlier days' Parquet files (None when there are none): a slice
-    of the day needs only its own meters' history."""
-    return lake.read_meters(paths, columns, meters)
+    of the day needs only its own meters' history (and of it only what ``where`` keeps)."""
+    return lake.read_meters(paths, columns, meters, where)
 
 
 @daily_asset(
@@ -69,7 +71,13 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
         ) as out,
     ):
         for readings in slices:
-            history = _for_meters(history_paths, HISTORY_COLUMNS, readings.get_column("meter_id").unique())
+            history = _for_meters(
+                history_paths,
+                HISTORY_COLUMNS,
+                readings.get_column("meter_id").unique(),
+                # Of the previous day, only the hours a short gap can reach.
+                vee.history_window(day, config),
+            )
             estimated = vee.estimate(readings, history, config, day)
             del history
             out.write(estimated)

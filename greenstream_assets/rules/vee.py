@@ -27,6 +27,8 @@ Choices, as an MDM's VEE makes them:
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -183,9 +185,35 @@ def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.D
     )
 
 
+def _history_weeks(day: date, config: RulesConfig) -> list[date]:
+    """The local days whose readings give a long gap's estimate: the same weekday of earlier weeks."""
+    return [day - timedelta(weeks=k) for k in range(1, config.history_weeks + 1)]
+
+
+def _reach(day: date, config: RulesConfig) -> tuple[datetime, datetime]:
+    """[first, last): the local ``day`` widened far enough to find both neighbours of any short
+    gap that touches it."""
+    start, end = local_day_bounds(day, config.timezone)
+    reach = (config.short_gap_minutes // config.interval_minutes + 1) * timedelta(
+        minutes=config.interval_minutes
+    )
+    return start - reach, end + reach
+
+
+def history_window(day: date, config: RulesConfig) -> pl.Expr:
+    """The rows of earlier days that ``estimate`` uses for the local ``day``: those within a short
+    gap's reach of it, and those of the same weekday in the previous ``history_weeks`` weeks (as
+    UTC ranges, so a Parquet reader can apply it). A history filtered by it gives the same estimate
+    (tested); of the previous day it keeps the last hours instead of all of it."""
+    ts = pl.col("reading_ts")
+    first, last = _reach(day, config)
+    ranges = [(first, last)] + [local_day_bounds(d, config.timezone) for d in _history_weeks(day, config)]
+    return functools.reduce(operator.or_, ((ts >= lo) & (ts < hi) for lo, hi in ranges))
+
+
 def _history_means(known: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
     """Per meter and local time of day: mean actual kW on the same weekday of earlier weeks."""
-    weeks = [day - timedelta(weeks=k) for k in range(1, config.history_weeks + 1)]
+    weeks = _history_weeks(day, config)
     local = pl.col("reading_ts").dt.convert_time_zone(config.timezone)
     return (
         known.filter(_reading_code_index() == _CODE_INDEX[ACTUAL])
@@ -211,8 +239,7 @@ def estimate(
     step = timedelta(minutes=config.interval_minutes)
     step_us = config.interval_minutes * 60_000_000
     # Far enough beyond the day to find both neighbours of any short gap that touches it.
-    reach = (config.short_gap_minutes // config.interval_minutes + 1) * step
-    first, last = start - reach, end + reach
+    first, last = _reach(day, config)
     known = _known(readings, history)
     meters = _meters(readings)
     # Meter by meter, each in time order: row i is meter i // per_meter at interval i % per_meter.

@@ -271,10 +271,13 @@ def sliced_groups(path: Path) -> list[tuple[int, int]] | None:
     return groups
 
 
-def read_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.DataFrame | None:
-    """Rows of ``meters`` in these Parquet files (None when there are none). Of a file written by
-    ``SliceWriter`` only the row groups of those meters' slices are read: a slice of today's
-    meters reads one row group of an earlier day cut into as many slices, not the whole day."""
+def read_meters(
+    paths: list[Path], columns: list[str], meters: pl.Series, where: pl.Expr | None = None
+) -> pl.DataFrame | None:
+    """Rows of ``meters`` in these Parquet files (None when there are none), and of them only those
+    ``where`` keeps (applied as the files are read). Of a file written by ``SliceWriter`` only the
+    row groups of those meters' slices are read: a slice of today's meters reads one row group of
+    an earlier day cut into as many slices, not the whole day."""
     if not paths:
         return None
     wanted = meters.alias("meter_id").to_frame()
@@ -291,9 +294,10 @@ def read_meters(paths: list[Path], columns: list[str], meters: pl.Series) -> pl.
         parts.extend(scan.slice(*groups[k]) for k in needed)
     if not parts:
         return pl.scan_parquet(paths[0], hive_partitioning=False).select(columns).head(0).collect()
-    return (
-        pl.concat(parts, how="vertical_relaxed").filter(pl.col("meter_id").is_in(meters.implode())).collect()
-    )
+    rows = pl.concat(parts, how="vertical_relaxed")
+    if where is not None:
+        rows = rows.filter(where)
+    return rows.filter(pl.col("meter_id").is_in(meters.implode())).collect()
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

@@ -15,6 +15,7 @@ from greenstream_assets.rules.vee import (
     completeness,
     estimate,
     expected_intervals,
+    history_window,
     local_day_bounds,
 )
 
@@ -373,4 +374,62 @@ def test_off_grid_readings_and_other_meters_history_are_not_placed() -> None:
         ("estimated_linear", 2.0),
         ("estimated_linear", 3.0),
         ("actual", 4.0),
+    ]
+
+
+# --- the history a day needs --------------------------------------------------------------------
+
+
+def local_days(meter_id: str, days: list[date], config: RulesConfig, kw_of_day) -> list[tuple]:
+    """Every interval of each local day, at a value that tells the days apart."""
+    rows = []
+    for d in days:
+        start, end = local_day_bounds(d, config.timezone)
+        rows += series(meter_id, start, [kw_of_day(d)] * ((end - start) // Q))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("config", "day"),
+    [
+        (CONFIG, DAY),
+        (BERLIN, DAY),
+        (BERLIN, AUTUMN),
+        (RulesConfig(history_weeks=2, short_gap_minutes=30), DAY),
+    ],
+    ids=["utc", "berlin", "berlin_dst_day", "two_weeks_short_reach"],
+)
+def test_history_window_keeps_all_the_history_an_estimate_uses(config: RulesConfig, day: date) -> None:
+    start, end = local_day_bounds(day, config.timezone)
+    intervals = (end - start) // Q
+    # m1: a short gap at the start of the day (its left neighbour is the previous day's last
+    # reading) and a long one at noon (the earlier weeks); m2 sent nothing but missing rows.
+    kws: list[float | None] = [None, None] + [1.0] * (intervals - 2)
+    kws[48:56] = [None] * 8
+    readings = readings_frame(series("m1", start, kws) + series("m2", start, [None] * intervals))
+    earlier = [day - timedelta(days=k) for k in range(1, 36)]
+    history = readings_frame(
+        local_days("m1", earlier, config, lambda d: (day - d).days / 7)
+        + local_days("m2", earlier, config, lambda d: (day - d).days)
+    )
+    window = history.filter(history_window(day, config))
+
+    full, windowed = estimate(readings, history, config, day), estimate(readings, window, config, day)
+    assert_frame_equal(windowed, full, check_exact=True)
+    # The estimates did use both parts of the window.
+    codes = full.group_by("meter_id", "quality_code").len().sort("meter_id", "quality_code").rows()
+    assert codes == [
+        ("m1", "actual", intervals - 10),
+        ("m1", "estimated_history", 8),
+        ("m1", "estimated_linear", 2),
+        ("m2", "estimated_history", intervals),
+    ]
+    # Kept: per meter, the previous local day's intervals within a short gap's reach of midnight,
+    # and every interval of the same weekday in the earlier weeks (not the other days).
+    reach = config.short_gap_minutes // config.interval_minutes + 1
+    weeks = [day - timedelta(weeks=k) for k in range(1, config.history_weeks + 1)]
+    per_week = sum((lambda b: (b[1] - b[0]) // Q)(local_day_bounds(w, config.timezone)) for w in weeks)
+    assert window.group_by("meter_id").len().sort("meter_id").rows() == [
+        ("m1", reach + per_week),
+        ("m2", reach + per_week),
     ]

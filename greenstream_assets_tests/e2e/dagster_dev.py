@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import dagster as dg
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
@@ -49,6 +50,19 @@ class DagsterDev:
         (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
         self.log_path = home / "dagster-dev.log"
         self.process: subprocess.Popen | None = None
+
+    def instance(self) -> dg.DagsterInstance:
+        """The instance at this home, loaded as a process whose DAGSTER_HOME is this home loads it
+        (the local config takes its storage's base_dir from DAGSTER_HOME)."""
+        saved = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(self.home)
+        try:
+            return dg.DagsterInstance.from_config(str(self.home))
+        finally:
+            if saved is None:
+                del os.environ["DAGSTER_HOME"]
+            else:
+                os.environ["DAGSTER_HOME"] = saved
 
     def start(self, timeout: float = 180) -> DagsterDev:
         self.log = self.log_path.open("w")

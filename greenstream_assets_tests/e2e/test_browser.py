@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
-import dagster as dg
 import polars as pl
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -95,7 +94,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     storage = StorageResource(
         landing=str(platform.landing), lake=str(platform.lake), warehouse=str(platform.warehouse)
     )
-    instance = dg.DagsterInstance.from_config(str(server.home))
+    instance = server.instance()
     try:
         summary = run_landing_zone(instance=instance, resources={"storage": storage})
     finally:

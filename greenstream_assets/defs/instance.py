@@ -1,0 +1,130 @@
+"""The local Dagster instance's storage: Dagster's SQLite storage, same files and layout, with the
+event log keeping its database connections open.
+
+Dagster's ``SqliteEventLogStorage`` opens a new SQLAlchemy engine and SQLite connection for every
+read and write, and a run writes ~100 events (each mirrored to the index database, some read back
+for data versions): ~1 s of a day's run went to opening connections and re-reading the database
+schema (README, "Benchmarks"). Here each database keeps one connection, used under the storage's
+own lock as Dagster uses its connections, in WAL mode as Dagster sets it. Configured in
+``dagster_local.yaml``::
+
+    storage:
+      custom:
+        module: greenstream_assets.defs.instance
+        class: LocalDagsterStorage
+        config:
+          base_dir: {env: DAGSTER_HOME}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as db
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.pool import StaticPool
+
+# Databases whose connection is kept: the index and the latest runs' (a run writes its own). The
+# webserver reads many runs' logs; older ones are closed as newer ones open.
+KEPT_DATABASES = 8
+
+
+class KeptConnectionsEventLogStorage(SqliteEventLogStorage):
+    """``SqliteEventLogStorage`` with one open connection per database (the index and the
+    ``KEPT_DATABASES`` most recently used runs) instead of a new engine for every statement."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self._engines: OrderedDict[str, db.Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        super().__init__(base_dir, inst_data=inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any):
+        return cls(inst_data=inst_data, **config_value)
+
+    @contextlib.contextmanager
+    def _connect(self, shard: str) -> Iterator[db.Connection]:
+        # As the parent's: the lock is held while the connection is in use, so one thread at a
+        # time uses a database's single connection.
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def _engine(self, shard: str) -> db.Engine:
+        if self._engines_pid != os.getpid():
+            # A forked child: the parent's connections are not this process's to use or close.
+            self._engines, self._engines_pid = OrderedDict(), os.getpid()
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            engine = db.create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=StaticPool,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
+        self._engines[shard] = engine
+        runs = [name for name in self._engines if name != INDEX_SHARD_NAME]
+        for oldest in runs[: max(0, len(runs) - KEPT_DATABASES)]:
+            self._engines.pop(oldest).dispose()
+        return engine
+
+    def kept_databases(self) -> list[str]:
+        """The databases whose connection is open, least recently used first."""
+        return list(self._engines)
+
+    def _close_connections(self) -> None:
+        with self._db_lock:
+            engines, self._engines = self._engines, OrderedDict()
+            if self._engines_pid == os.getpid():
+                for engine in engines.values():
+                    engine.dispose()
+
+    def wipe(self) -> None:
+        # Run databases are deleted: no connection may keep writing to a removed file.
+        self._close_connections()
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._close_connections()
+
+
+class LocalDagsterStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage (runs, event logs, schedules; the same files under ``base_dir``)
+    with ``KeptConnectionsEventLogStorage`` as its event log. With ``base_dir: {env: DAGSTER_HOME}``
+    (``dagster_local.yaml``) the files are where Dagster keeps them when ``dagster.yaml`` names no
+    storage, so an instance switches to it, or back, with its history."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self.base_dir = base_dir
+        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = KeptConnectionsEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        # DagsterStorage's own initialisation (DagsterSqliteStorage.__init__ would build the stock
+        # event log, with its index database check, only to drop it).
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any):
+        return cls.from_local(inst_data=inst_data, **config_value)

@@ -1,0 +1,191 @@
+"""The local instance's storage (defs/instance.py): Dagster's SQLite files and layout, with the event
+log keeping one connection per database."""
+
+import collections
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as db
+from sqlalchemy import event
+
+from greenstream_assets.defs import instance as local_instance
+from greenstream_assets.defs.instance import KeptConnectionsEventLogStorage
+
+LOCAL_CONFIG = Path(local_instance.__file__).resolve().parent.parent / "dagster_local.yaml"
+
+
+@dg.op
+def first() -> int:
+    return 1
+
+
+@dg.op
+def second(value: int) -> int:
+    return value + 1
+
+
+@dg.job
+def two_steps() -> None:
+    second(first())
+
+
+def home_with(path: Path, config: Path | None, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if config:
+        shutil.copy(config, path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return home_with(tmp_path / "home", LOCAL_CONFIG, monkeypatch)
+
+
+@pytest.fixture
+def connects():
+    """SQLite connections opened, by database file name."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def on_connect(dbapi_conn, _record) -> None:
+        counts[Path(dbapi_conn.execute("PRAGMA database_list").fetchone()[2]).name] += 1
+
+    event.listen(db.Engine, "connect", on_connect)
+    yield counts
+    event.remove(db.Engine, "connect", on_connect)
+
+
+def event_types(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [entry.dagster_event.event_type_value for entry in instance.all_logs(run_id)]
+
+
+def test_the_local_config_uses_it_with_dagsters_own_layout(home):
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, KeptConnectionsEventLogStorage)
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+    assert (home / "history" / "runs.db").is_file()
+    assert (home / "history" / "runs" / "index.db").is_file()
+    assert (home / "history" / "runs" / f"{run_id}.db").is_file()
+    assert (home / "schedules" / "schedules.db").is_file()
+
+
+def test_a_run_opens_one_connection_to_its_database_and_none_to_the_index(home, connects):
+    with dg.DagsterInstance.get() as instance:
+        connects.clear()
+        runs = [two_steps.execute_in_process(instance=instance).run_id for _ in range(2)]
+        # Dagster's own event log opens a new connection for every statement (21 per run of this
+        # two-step job, 4 more to the index); the kept one is opened once.
+        assert {name: n for name, n in connects.items() if name != "runs.db"} == {f"{r}.db": 1 for r in runs}
+        assert set(instance.event_log_storage.kept_databases()) == {"index", *runs}
+
+
+@pytest.mark.parametrize(
+    "writer_kept", [True, False], ids=["kept-writes-stock-reads", "stock-writes-kept-reads"]
+)
+def test_its_history_is_dagsters_own_and_back(tmp_path, monkeypatch, writer_kept):
+    # The same DAGSTER_HOME, read by Dagster's default storage (no storage in dagster.yaml) and by
+    # ours: an instance moves to it, or back, with its history.
+    kept, stock = (LOCAL_CONFIG, None) if writer_kept else (None, LOCAL_CONFIG)
+    home = home_with(tmp_path / "home", kept, monkeypatch)
+    with dg.DagsterInstance.get() as writer:
+        written = two_steps.execute_in_process(instance=writer)
+        expected = event_types(writer, written.run_id)
+        materialized = writer.get_run_records()
+    (home / "dagster.yaml").unlink(missing_ok=True)
+    home_with(home, stock, monkeypatch)
+    with dg.DagsterInstance.get() as reader:
+        assert isinstance(reader.event_log_storage, KeptConnectionsEventLogStorage) is not writer_kept
+        assert [r.dagster_run.run_id for r in reader.get_run_records()] == [
+            r.dagster_run.run_id for r in materialized
+        ]
+        assert event_types(reader, written.run_id) == expected
+        assert expected[0] == "PIPELINE_START" and expected[-1] == "PIPELINE_SUCCESS"
+        # And it goes on writing there.
+        assert reader.get_run_by_id(two_steps.execute_in_process(instance=reader).run_id).is_success
+
+
+def test_events_written_by_another_process_are_read_at_once(home):
+    # The webserver and daemon keep their connections while run workers write (WAL, as Dagster
+    # sets it): a kept connection sees every commit, never a stale snapshot.
+    with dg.DagsterInstance.get() as reader, dg.DagsterInstance.get() as writer:
+        first_run = two_steps.execute_in_process(instance=writer).run_id
+        assert event_types(reader, first_run)[-1] == "PIPELINE_SUCCESS"
+        second_run = two_steps.execute_in_process(instance=writer).run_id
+        assert [r.dagster_run.run_id for r in reader.get_run_records()] == [second_run, first_run]
+        assert event_types(reader, second_run) == event_types(writer, second_run)
+
+
+def test_only_the_latest_runs_keep_their_connection(home, monkeypatch):
+    monkeypatch.setattr(local_instance, "KEPT_DATABASES", 3)
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        runs = [two_steps.execute_in_process(instance=instance).run_id for _ in range(5)]
+        assert set(storage.kept_databases()) == {"index", *runs[-3:]}
+        # A closed one reopens when read, and the least recently used run's goes (never the index's).
+        assert event_types(instance, runs[0]) == event_types(instance, runs[4])
+        assert set(storage.kept_databases()) == {"index", runs[0], runs[3], runs[4]}
+
+
+def test_threads_share_a_database_one_at_a_time(home):
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        before = len(instance.all_logs(run_id))
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                for i in range(25):
+                    instance.report_engine_event(f"thread {n} event {i}", instance.get_run_by_id(run_id))
+            except BaseException as err:  # noqa: BLE001  (surfaced by the assertion below)
+                errors.append(err)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        messages = [entry.dagster_event.message for entry in instance.all_logs(run_id)][before:]
+        assert sorted(messages) == sorted(f"thread {n} event {i}" for n in range(4) for i in range(25))
+
+
+def test_wipe_closes_the_connections_before_deleting_run_databases(home):
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        instance.wipe()
+        assert instance.event_log_storage.kept_databases() == ["index"]  # reopened to empty it
+        assert not (home / "history" / "runs" / f"{run_id}.db").exists()
+        again = two_steps.execute_in_process(instance=instance).run_id
+        assert event_types(instance, again)[-1] == "PIPELINE_SUCCESS"
+        assert instance.all_logs(run_id) == []
+
+
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents(home):
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        storage = instance.event_log_storage
+        parents = dict(storage._engines)
+        pid = os.fork()
+        if pid == 0:  # the child: fresh connections, the parent's left alone (not closed)
+            code = 1
+            try:
+                engine = storage._engine(run_id)
+                if storage.kept_databases() == [run_id] and engine is not parents[run_id]:
+                    code = 0 if len(instance.all_logs(run_id)) > 0 else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage._engines == parents
+        assert event_types(instance, run_id)[-1] == "PIPELINE_SUCCESS"
+
+
+def test_a_fresh_home_gets_dagsters_default_layout(home):
+    # The same paths Dagster uses when dagster.yaml names no storage (base dir $DAGSTER_HOME).
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_ref().storage_data.class_name == "LocalDagsterStorage"
+        assert instance.event_log_storage._base_dir == str(home / "history" / "runs")

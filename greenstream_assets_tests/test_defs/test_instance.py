@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as db
+import yaml
 from sqlalchemy import event
 
 from greenstream_assets.defs import instance as local_instance
@@ -189,3 +190,29 @@ def test_a_fresh_home_gets_dagsters_default_layout(home):
     with dg.DagsterInstance.get() as instance:
         assert instance.get_ref().storage_data.class_name == "LocalDagsterStorage"
         assert instance.event_log_storage._base_dir == str(home / "history" / "runs")
+
+
+def test_it_can_be_configured_as_the_event_log_alone(tmp_path, monkeypatch):
+    # As `event_log_storage` beside Dagster's own run and schedule storage: the class configured is
+    # the class built (Dagster's from_config_value would build its own).
+    home = home_with(tmp_path / "home", None, monkeypatch)
+    storages = {
+        "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage", "history"),
+        "event_log_storage": (
+            "greenstream_assets.defs.instance",
+            "KeptConnectionsEventLogStorage",
+            "history/runs",
+        ),
+        "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage", "schedules"),
+    }
+    config = {
+        key: {"module": module, "class": name, "config": {"base_dir": str(home / folder)}}
+        for key, (module, name, folder) in storages.items()
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.event_log_storage) is KeptConnectionsEventLogStorage
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        assert event_types(instance, run_id)[-1] == "PIPELINE_SUCCESS"
+        assert set(instance.event_log_storage.kept_databases()) == {"index", run_id}
+    assert (home / "history" / "runs" / f"{run_id}.db").is_file()

@@ -269,11 +269,13 @@ def daily_quality(context: dg.AssetExecutionContext, storage: StorageResource, r
     stats = lake.read_json(store, lake.validation_stats_key(day))
     reasons = stats["reasons"]
     with (
-        lake.local_copy(store, lake.layer_key("flagged_anomalies", day)) as flagged_path,
+        lake.local_copy(
+            store, lake.handover_key(store, lake.layer_key("flagged_anomalies", day))
+        ) as flagged_path,
         lake.local_copy(store, lake.estimated_key(day)) as estimated_path,
     ):
         flagged = (
-            pl.scan_parquet(flagged_path)
+            lake.scan_layer(flagged_path)
             .select(
                 rows=pl.len(),
                 missing=pl.col("is_missing").sum(),

@@ -146,8 +146,47 @@ def staging_key(day: date, batch: str) -> str:
     return f"staging/date={day.isoformat()}/{batch}.parquet"
 
 
+# The day's hand-over layers between steps, each read back whole, a slice at a time, by the next
+# steps only: Arrow IPC files (lz4), one record batch per slice. Writing a slice as Arrow costs a
+# third of encoding it as Parquet and reading it back a quarter to a half (no encoding, only
+# compression), for about twice the bytes. What people and other engines read stays Parquet.
+HANDOVER_LAYERS = frozenset({"raw_meter_files", "cleansed_readings", "flagged_anomalies"})
+ARROW_SUFFIX = ".arrow"
+_ARROW_MAGIC = b"ARROW1"
+
+
 def layer_key(layer: str, day: date) -> str:
-    return f"layers/{layer}/date={day.isoformat()}.parquet"
+    suffix = ARROW_SUFFIX if layer in HANDOVER_LAYERS else ".parquet"
+    return f"layers/{layer}/date={day.isoformat()}{suffix}"
+
+
+def is_arrow(path: Path) -> bool:
+    """Whether a local file is an Arrow IPC file (else Parquet): by its leading magic bytes."""
+    with open(path, "rb") as file:
+        return file.read(len(_ARROW_MAGIC)) == _ARROW_MAGIC
+
+
+def handover_key(store: BlobStore, key: str) -> str:
+    """``key`` of a hand-over layer, or the Parquet object of the same name a lake written before
+    the layers were Arrow holds instead: a step re-run alone on such a day reads its input there."""
+    if key.endswith(ARROW_SUFFIX) and not store.exists(key):
+        legacy = key.removesuffix(ARROW_SUFFIX) + ".parquet"
+        if store.exists(legacy):
+            return legacy
+    return key
+
+
+def scan_layer(path: Path) -> pl.LazyFrame:
+    """A lazy scan of a local layer file, Arrow or Parquet."""
+    if is_arrow(path):
+        return pl.scan_ipc(path)
+    return pl.scan_parquet(path, hive_partitioning=False)
+
+
+def read_layer(store: BlobStore, key: str) -> pl.DataFrame:
+    """A whole layer object, Arrow or Parquet (small days, tests, tools)."""
+    with local_copy(store, handover_key(store, key)) as path:
+        return scan_layer(path).collect()
 
 
 def validation_stats_key(day: date) -> str:
@@ -236,12 +275,16 @@ def local_copies(store: BlobStore, keys: list[str]) -> Iterator[list[Path]]:
 
 
 def iter_slices(path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-    """A layer written by ``SliceWriter``, one slice (row group) at a time; at least one frame.
+    """A layer written by ``SliceWriter``, one slice (record batch or row group) at a time; at least
+    one frame.
 
-    Polars' own reader takes each row group by its row range (it reads only that group): about
-    five times faster than pyarrow's ``read_row_group`` and a conversion to polars."""
+    Of Parquet, polars' own reader takes each row group by its row range (it reads only that
+    group): about five times faster than pyarrow's ``read_row_group`` and a conversion to polars."""
     import pyarrow.parquet as pq
 
+    if is_arrow(path):
+        yield from _iter_arrow_slices(path, columns)
+        return
     metadata = pq.ParquetFile(path).metadata
     scan = pl.scan_parquet(path, hive_partitioning=False)
     if columns is not None:
@@ -253,6 +296,30 @@ def iter_slices(path: Path, columns: list[str] | None = None) -> Iterator[pl.Dat
         rows = metadata.row_group(group).num_rows
         yield scan.slice(offset, rows).collect()
         offset += rows
+
+
+def _iter_arrow_slices(path: Path, columns: list[str] | None) -> Iterator[pl.DataFrame]:
+    """Record batch k of an Arrow file is slice k. Only the columns asked for are decompressed;
+    a frame keeps what it shares with the memory map alive on its own (Arrow's buffers hold it)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as source:
+        schema = ipc.open_file(source).schema
+        options = None
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise pl.exceptions.ColumnNotFoundError(f"{path} has no column(s) {missing}")
+            options = ipc.IpcReadOptions(included_fields=[schema.get_field_index(c) for c in columns])
+        reader = ipc.open_file(source, options=options)
+        if reader.num_record_batches == 0:
+            empty = reader.schema.empty_table()
+            yield pl.from_arrow(empty if columns is None else empty.select(columns))  # type: ignore[misc]
+        for k in range(reader.num_record_batches):
+            batch = reader.get_batch(k)
+            # included_fields keeps the file's column order: give the caller's.
+            yield pl.from_arrow(batch if columns is None else batch.select(columns))  # type: ignore[misc]
 
 
 def sliced_groups(path: Path) -> list[tuple[int, int]] | None:
@@ -316,13 +383,13 @@ def read_slices(
     store: BlobStore, key: str, columns: list[str] | None = None
 ) -> Iterator[Iterator[pl.DataFrame]]:
     """``iter_slices`` over a lake object (downloaded first when it is on S3)."""
-    with local_copy(store, key) as path:
+    with local_copy(store, handover_key(store, key)) as path:
         yield prefetched(iter_slices(path, columns))
 
 
 class SliceWriter:
-    """Writes a frame one slice at a time, one Parquet row group per slice, to a local temporary
-    file, and publishes it as ``key`` only when the block ends without error (atomic, as
+    """Writes a frame one slice at a time, one Parquet row group per slice (or, for a key ending
+    ``.arrow``, one Arrow IPC record batch per slice), to a local temporary file, and publishes it as ``key`` only when the block ends without error (atomic, as
     ``BlobStore.write``): a failed step leaves the previous version in place.
 
         with SliceWriter(store, key) as out:
@@ -332,7 +399,7 @@ class SliceWriter:
     A slice is encoded and compressed on a writer thread while the caller computes the next one
     (one slice in flight at most; an error there is raised by the next ``write`` or at the end).
 
-    Internal layers (lz4) carry no column statistics: they are read a whole row group at a time.
+    Hand-over layers (Arrow, lz4) carry no column statistics: they are read a whole slice at a time.
     What people and other engines read (the archive, estimates, features: zstd) keeps them, for
     their readers' row-group pruning.
     """
@@ -346,9 +413,14 @@ class SliceWriter:
         meter_slices: bool = False,
     ) -> None:
         self.store, self.key = store, key
+        # A key ending .arrow is an Arrow IPC file (a hand-over layer, see HANDOVER_LAYERS): one
+        # record batch per slice, lz4 unless told otherwise; any other key is Parquet.
+        self.arrow = key.endswith(ARROW_SUFFIX)
         self.compression, self.statistics = compression, statistics
         # The caller's promise that its k-th frame holds the meters of slice k (``meter_slice``) of
-        # as many slices as it writes frames: marked in the footer, for ``read_meters``.
+        # as many slices as it writes frames: marked in the footer, for ``read_meters`` (Parquet).
+        if meter_slices and self.arrow:
+            raise ValueError("meter_slices marks Parquet footers: read_meters reads Parquet files")
         self.meter_slices = meter_slices
         self.rows = 0
         self.schema: pl.Schema | None = None
@@ -359,33 +431,53 @@ class SliceWriter:
 
     def __enter__(self) -> SliceWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="greenstream-")
-        self.path = Path(self._tmp.name) / "part.parquet"
+        self.path = Path(self._tmp.name) / ("part.arrow" if self.arrow else "part.parquet")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-writer")
         return self
 
     def write(self, frame: pl.DataFrame) -> None:
-        import pyarrow.parquet as pq
-
         assert self._thread is not None, "use SliceWriter in a with block"
         if self.schema is None:
             self.schema = frame.schema
         elif frame.schema != self.schema:
             frame = frame.select(self.schema.names()).cast(dict(self.schema))
-        # Polars' string views go to Parquet as they are (no copy into Arrow's large strings).
+        # Polars' string views go to Parquet and Arrow as they are (no copy into large strings).
         table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
         self._wait()
         if self._writer is None:
             self._arrow_schema = table.schema
-            self._writer = pq.ParquetWriter(
-                self.path, table.schema, compression=self.compression, write_statistics=self.statistics
-            )
+            self._writer = self._open(table.schema)
         elif table.schema != self._arrow_schema:
             table = table.cast(self._arrow_schema)
-        # Every slice gets its row group, empty or not: row group k is slice k.
-        self._pending = self._thread.submit(
-            self._writer.write_table, table, row_group_size=max(1, table.num_rows)
-        )
+        # Every slice gets its row group (record batch), empty or not: group k is slice k.
+        self._pending = self._thread.submit(self._write, table)
         self.rows += table.num_rows
+
+    def _open(self, schema: Any) -> Any:
+        import pyarrow.ipc as ipc
+        import pyarrow.parquet as pq
+
+        if self.arrow:
+            options = ipc.IpcWriteOptions(compression=self.compression)
+            return ipc.new_file(str(self.path), schema, options=options)
+        return pq.ParquetWriter(
+            self.path, schema, compression=self.compression, write_statistics=self.statistics
+        )
+
+    def _write(self, table: Any) -> None:
+        import pyarrow as pa
+
+        if not self.arrow:
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            return
+        batches = table.combine_chunks().to_batches()
+        if len(batches) == 1:
+            batch = batches[0]
+        elif batches:
+            batch = pa.concat_batches(batches)
+        else:
+            batch = pa.RecordBatch.from_pylist([], schema=self._arrow_schema)
+        self._writer.write_batch(batch)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -472,6 +564,17 @@ def parquet_rows(store: BlobStore, key: str) -> int:
 def parquet_row_groups(store: BlobStore, key: str) -> int:
     """Row groups in a Parquet object (a layer written by ``SliceWriter``: its slices)."""
     return parquet_footer(store, key).num_row_groups
+
+
+def layer_slices(store: BlobStore, key: str) -> int:
+    """Slices in a layer ``SliceWriter`` wrote: its record batches (Arrow) or row groups (Parquet)."""
+    if not key.endswith(ARROW_SUFFIX):
+        return parquet_row_groups(store, key)
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with local_copy(store, key) as path, pa.memory_map(str(path)) as source:
+        return ipc.open_file(source).num_record_batches
 
 
 def read_parquet(store: BlobStore, key: str) -> pl.DataFrame:

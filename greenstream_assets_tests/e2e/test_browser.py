@@ -139,12 +139,12 @@ def test_a_failing_check_shows_its_failure_sample(ui: UI) -> None:
     table from them fails the non-blocking table_schema check, and the UI shows why."""
     page, server, platform = ui.page, ui.server, ui.platform
     day = D2.isoformat()
-    layer = platform.lake / "layers" / "flagged_anomalies" / f"date={day}.parquet"
-    flagged = pl.read_parquet(layer)
+    layer = platform.lake / "layers" / "flagged_anomalies" / f"date={day}.arrow"
+    flagged = pl.read_ipc(layer.read_bytes())  # a copy: the file is rewritten below
     corrupted = flagged.with_columns(
         energy_kw=pl.when(pl.int_range(pl.len()) == 0).then(-1.5).otherwise(pl.col("energy_kw"))
     )
-    corrupted.write_parquet(layer)
+    corrupted.write_ipc(layer, compression="lz4")
     run_id = server.launch_materialization(["meter_readings"], day)
     # Non-blocking: the run succeeds, the check fails.
     assert server.wait_for_run(run_id) == "SUCCESS", server.log_tail()

@@ -1,5 +1,7 @@
 """Slices of meters: which slice a meter falls in, and layers written and read one slice at a time."""
 
+from datetime import date
+
 import polars as pl
 import pytest
 
@@ -30,43 +32,131 @@ def test_a_meter_falls_in_one_slice_whatever_spaces_surround_its_id():
     assert len(counts) == 8 and min(counts) > 1_000
 
 
-def test_a_layer_is_written_and_read_one_slice_per_row_group(tmp_path):
+# Parquet (published layers) and Arrow IPC (hand-over layers between steps) behave the same.
+LAYER_KEYS = pytest.mark.parametrize("key", ["layers/x.parquet", "layers/x.arrow"])
+
+
+@LAYER_KEYS
+def test_a_layer_is_written_and_read_one_slice_per_row_group(tmp_path, key):
     store = LocalBlobStore(tmp_path)
     parts = [
         pl.DataFrame({"meter_id": ["A", "A"], "kw": [1.0, 2.0]}),
         pl.DataFrame(schema={"meter_id": pl.String, "kw": pl.Float64}),
         # An all-null column of another type is cast to the first slice's schema.
         pl.DataFrame({"meter_id": ["B"], "kw": [None]}),
+        # A frame in several chunks is still one slice.
+        pl.concat(
+            [pl.DataFrame({"meter_id": ["C"], "kw": [3.0]}), pl.DataFrame({"meter_id": ["D"], "kw": [4.0]})],
+            rechunk=False,
+        ),
     ]
-    with lake.SliceWriter(store, "layers/x.parquet") as out:
+    assert parts[3].n_chunks() == 2
+    with lake.SliceWriter(store, key) as out:
         for part in parts:
             out.write(part)
-    assert out.rows == 3
-    assert lake.parquet_row_groups(store, "layers/x.parquet") == 3
-    with lake.read_slices(store, "layers/x.parquet") as slices:
+    assert out.rows == 5
+    assert lake.layer_slices(store, key) == 4
+    with lake.read_slices(store, key) as slices:
         got = list(slices)
-    assert [frame.rows() for frame in got] == [[("A", 1.0), ("A", 2.0)], [], [("B", None)]]
+    assert [frame.rows() for frame in got] == [
+        [("A", 1.0), ("A", 2.0)],
+        [],
+        [("B", None)],
+        [("C", 3.0), ("D", 4.0)],
+    ]
     assert all(frame.schema == pl.Schema({"meter_id": pl.String, "kw": pl.Float64}) for frame in got)
-    with lake.read_slices(store, "layers/x.parquet", ["kw"]) as slices:
-        assert [frame.columns for frame in slices] == [["kw"]] * 3
+    with lake.read_slices(store, key, ["kw"]) as slices:
+        assert [frame.columns for frame in slices] == [["kw"]] * 4
+    # Columns come in the order asked for, not the file's.
+    with lake.read_slices(store, key, ["kw", "meter_id"]) as slices:
+        assert [frame.rows() for frame in slices][0] == [(1.0, "A"), (2.0, "A")]
+    with pytest.raises(pl.exceptions.ColumnNotFoundError), lake.read_slices(store, key, ["nope"]) as slices:
+        list(slices)
+    assert lake.read_layer(store, key).rows() == [("A", 1.0), ("A", 2.0), ("B", None), ("C", 3.0), ("D", 4.0)]
 
 
-def test_a_failed_slice_write_publishes_nothing_and_keeps_the_previous_layer(tmp_path):
+@LAYER_KEYS
+def test_a_layer_of_one_empty_slice_reads_back_as_one_empty_frame(tmp_path, key):
     store = LocalBlobStore(tmp_path)
-    with lake.SliceWriter(store, "layers/x.parquet") as out:
+    with lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame(schema={"meter_id": pl.String, "kw": pl.Float64}))
+    with lake.read_slices(store, key) as slices:
+        got = list(slices)
+    assert [(frame.height, frame.schema) for frame in got] == [
+        (0, pl.Schema({"meter_id": pl.String, "kw": pl.Float64}))
+    ]
+
+
+def test_an_arrow_file_without_batches_reads_back_as_one_empty_frame(tmp_path):
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    schema = pa.schema([("meter_id", pa.string_view()), ("kw", pa.float64())])
+    with ipc.new_file(str(tmp_path / "x.arrow"), schema):
+        pass
+    with lake.read_slices(LocalBlobStore(tmp_path), "x.arrow", ["kw"]) as slices:
+        got = list(slices)
+    assert [(frame.height, frame.schema) for frame in got] == [(0, pl.Schema({"kw": pl.Float64}))]
+
+
+@LAYER_KEYS
+def test_a_failed_slice_write_publishes_nothing_and_keeps_the_previous_layer(tmp_path, key):
+    store = LocalBlobStore(tmp_path)
+    with lake.SliceWriter(store, key) as out:
         out.write(pl.DataFrame({"v": [1]}))
-    with pytest.raises(RuntimeError, match="boom"), lake.SliceWriter(store, "layers/x.parquet") as out:
+    with pytest.raises(RuntimeError, match="boom"), lake.SliceWriter(store, key) as out:
         out.write(pl.DataFrame({"v": [2, 3]}))
         raise RuntimeError("boom")
-    assert lake.read_parquet(store, "layers/x.parquet").rows() == [(1,)]
-    assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == ["x.parquet"]
+    assert lake.read_layer(store, key).rows() == [(1,)]
+    assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == [key.removeprefix("layers/")]
 
 
-def test_a_slice_writer_with_nothing_written_refuses_to_publish(tmp_path):
+def test_the_hand_over_layers_are_arrow_files_and_the_rest_parquet(tmp_path):
+    day = date(2024, 3, 4)
+    for layer in ("raw_meter_files", "cleansed_readings", "flagged_anomalies"):
+        assert lake.layer_key(layer, day) == f"layers/{layer}/date=2024-03-04.arrow"
+    for layer in ("faulty_periods", "faulty_incidents"):
+        assert lake.layer_key(layer, day) == f"layers/{layer}/date=2024-03-04.parquet"
     store = LocalBlobStore(tmp_path)
-    with pytest.raises(ValueError, match="nothing was written"), lake.SliceWriter(store, "layers/x.parquet"):
+    key = lake.layer_key("flagged_anomalies", day)
+    with lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [1]}))
+    assert (tmp_path / key).read_bytes()[:6] == b"ARROW1"
+    assert lake.is_arrow(tmp_path / key)
+    # Only Parquet footers carry the meter-slice mark read_meters reads.
+    with pytest.raises(ValueError, match="meter_slices"):
+        lake.SliceWriter(store, key, meter_slices=True)
+
+
+def test_a_lake_written_before_the_arrow_layers_is_read_from_its_parquet_layer(tmp_path):
+    """An existing lake keeps its Parquet hand-over layers: a step re-run alone on such a day reads
+    them; once the layer is rewritten as Arrow, the Arrow file is read."""
+    store = LocalBlobStore(tmp_path)
+    key = lake.layer_key("cleansed_readings", date(2024, 3, 4))
+    legacy = key.removesuffix(".arrow") + ".parquet"
+    with lake.SliceWriter(store, legacy) as out:
+        out.write(pl.DataFrame({"v": [1]}))
+        out.write(pl.DataFrame({"v": [2]}))
+    assert lake.handover_key(store, key) == legacy
+    with lake.read_slices(store, key) as slices:
+        assert [frame.rows() for frame in slices] == [[(1,)], [(2,)]]
+    assert lake.read_layer(store, key).rows() == [(1,), (2,)]
+    with lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [3]}))
+    assert lake.handover_key(store, key) == key
+    assert lake.read_layer(store, key).rows() == [(3,)]
+    # Neither: the Arrow key, whose read fails as any missing layer's would.
+    assert (
+        lake.handover_key(store, "layers/none/date=2024-03-04.arrow") == "layers/none/date=2024-03-04.arrow"
+    )
+
+
+@LAYER_KEYS
+def test_a_slice_writer_with_nothing_written_refuses_to_publish(tmp_path, key):
+    store = LocalBlobStore(tmp_path)
+    with pytest.raises(ValueError, match="nothing was written"), lake.SliceWriter(store, key):
         pass
-    assert not store.exists("layers/x.parquet")
+    assert not store.exists(key)
 
 
 def test_json_lines_are_written_a_slice_at_a_time_and_published_whole(tmp_path):

@@ -389,8 +389,9 @@ def read_slices(
 
 class SliceWriter:
     """Writes a frame one slice at a time, one Parquet row group per slice (or, for a key ending
-    ``.arrow``, one Arrow IPC record batch per slice), to a local temporary file, and publishes it as ``key`` only when the block ends without error (atomic, as
-    ``BlobStore.write``): a failed step leaves the previous version in place.
+    ``.arrow``, one Arrow IPC record batch per slice), to a local temporary file, and publishes it
+    as ``key`` only when the block ends without error (atomic, as ``BlobStore.write``): a failed
+    step leaves the previous version in place.
 
         with SliceWriter(store, key) as out:
             for part in parts:
@@ -470,6 +471,7 @@ class SliceWriter:
         if not self.arrow:
             self._writer.write_table(table, row_group_size=max(1, table.num_rows))
             return
+        # After combine_chunks every column is one chunk, so the slice is one batch (none if empty).
         batches = table.combine_chunks().to_batches()
         if len(batches) == 1:
             batch = batches[0]

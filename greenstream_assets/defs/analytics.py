@@ -83,7 +83,7 @@ def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResour
             out.write(estimated)
             for code, n in estimated.group_by("quality_code").len().iter_rows():
                 codes[code] = codes.get(code, 0) + n
-            complete_parts.append(vee.completeness(readings, day, config))
+            complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
     complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))
     storage.open_warehouse().replace_day("meter_completeness", day, complete)
     return dg.MaterializeResult(

@@ -168,9 +168,28 @@ def completeness(readings: pl.DataFrame, day: date, config: RulesConfig) -> pl.D
         .group_by("meter_id")
         .agg(received_intervals=pl.col("reading_ts").n_unique())
     )
+    return _completeness_frame(meters.join(received, on="meter_id", how="left"), expected)
+
+
+# The quality codes of an interval the meter sent a value for.
+RECEIVED_CODES = (ACTUAL, ANOMALY, FAULTY)
+
+
+def completeness_from_estimate(estimated: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
+    """``completeness`` of the readings ``estimated`` was made from (``estimate``'s output for the
+    same local ``day``), counted off its grid instead of going over the readings again: an interval
+    was received where its quality code says the meter sent it."""
+    expected = expected_intervals(day, config.timezone, config.interval_minutes)
+    received = estimated.group_by("meter_id").agg(
+        received_intervals=pl.col("quality_code").is_in(list(RECEIVED_CODES)).sum()
+    )
+    return _completeness_frame(received, expected)
+
+
+def _completeness_frame(received: pl.DataFrame, expected: int) -> pl.DataFrame:
+    """Per meter (``meter_id``, ``received_intervals``, null for none): the completeness columns."""
     return (
-        meters.join(received, on="meter_id", how="left")
-        .select(
+        received.select(
             "meter_id",
             expected_intervals=pl.lit(expected),
             received_intervals=pl.col("received_intervals").fill_null(0),
@@ -213,12 +232,14 @@ def history_window(day: date, config: RulesConfig) -> pl.Expr:
 
 def _history_means(known: pl.DataFrame, day: date, config: RulesConfig) -> pl.DataFrame:
     """Per meter and local time of day: mean actual kW on the same weekday of earlier weeks."""
-    weeks = _history_weeks(day, config)
-    local = pl.col("reading_ts").dt.convert_time_zone(config.timezone)
+    ts = pl.col("reading_ts")
+    weeks = [local_day_bounds(d, config.timezone) for d in _history_weeks(day, config)]
+    # Those weeks as UTC ranges first: the local time is worked out for their rows only.
+    in_weeks = functools.reduce(operator.or_, ((ts >= lo) & (ts < hi) for lo, hi in weeks), pl.lit(False))
     return (
-        known.filter(_reading_code_index() == _CODE_INDEX[ACTUAL])
-        .filter(local.dt.date().is_in(weeks))
-        .group_by("meter_id", local.dt.time().alias("_local_time"))
+        known.filter(in_weeks)
+        .filter(_reading_code_index() == _CODE_INDEX[ACTUAL])
+        .group_by("meter_id", ts.dt.convert_time_zone(config.timezone).dt.time().alias("_local_time"))
         .agg(_history_kw=pl.col("energy_kw").mean())
     )
 
@@ -271,71 +292,110 @@ def estimate(
     )
     del near, rows
 
-    in_gap = pl.col("_code").is_null()
-    actual = _CODE_INDEX[ACTUAL]
-    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    # Only the gaps inside the day need an estimate (about 1% of a day's intervals): find them,
+    # work their estimates out on their own, and place those back at their grid rows.
+    lead = (start - first) // step
+    n_day = -(-(end - start) // step)  # the grid instants in [start, end)
+    sent_rows = grid.get_column("_code").is_not_null().arg_true()
+    position = pl.col("_row") % per_meter
+    gaps = (
+        grid.select("meter_id", "reading_ts", "_code")
+        .with_row_index("_row")
+        .filter(pl.col("_code").is_null() & (position >= lead) & (position < lead + n_day))
+        .drop("_code")
+    )
+    estimates = _gap_estimates(gaps, grid, sent_rows, known, per_meter, first, day, config)
+    # Row r of the grid (meter r // per_meter, interval r % per_meter) is row
+    # (r // per_meter) * n_day + r % per_meter - lead of the day's grid.
+    at = (gaps.get_column("_row") // per_meter * n_day + gaps.get_column("_row") % per_meter - lead).cast(
+        pl.Int64
+    )
+    ts = pl.col("reading_ts")
+    codes = pl.Series(QUALITY_CODES, dtype=pl.String)
+    day_grid = grid.filter((ts >= start) & (ts < end))
+    estimated_kw = pl.repeat(None, day_grid.height, dtype=pl.Float64, eager=True).scatter(
+        at, estimates.get_column("estimated_kw")
+    )
+    code = day_grid.get_column("_code").scatter(at, estimates.get_column("_code"))
+    return (
+        day_grid.select(
+            "meter_id",
+            "reading_ts",
+            # What the meter sent: only where it sent a value (a missing reading's row is a gap).
+            energy_kw=pl.when(pl.col("_code").is_not_null()).then("energy_kw"),
+            estimated_kw=estimated_kw,
+            value_kw=pl.coalesce(pl.when(pl.col("_code").is_not_null()).then("energy_kw"), estimated_kw),
+            quality_code=pl.lit(codes).gather(code),
+        )
+        # Already in (meter_id, reading_ts) order: the grid's.
+        .cast(ESTIMATE_SCHEMA)
+    )
 
-    def neighbour(fill: str) -> pl.Expr:
-        # The row of the nearest sent value before (forward fill) or after (backward fill) a gap
-        # row, when it is the same meter's: a gap is a run of rows without value, so that is the
-        # row right next to the gap.
-        source = pl.when(~in_gap).then(row)
-        source = source.forward_fill() if fill == "forward" else source.backward_fill()
+
+def _gap_estimates(
+    gaps: pl.DataFrame,
+    grid: pl.DataFrame,
+    sent_rows: pl.Series,
+    known: pl.DataFrame,
+    per_meter: int,
+    first: datetime,
+    day: date,
+    config: RulesConfig,
+) -> pl.DataFrame:
+    """For each gap row of the grid (``_row``, ``meter_id``, ``reading_ts``): ``estimated_kw`` and
+    the quality code's index (``_code``), by linear interpolation between the sent values right
+    before and after the gap when both are actual and the gap is short, else the history mean."""
+    step = timedelta(minutes=config.interval_minutes)
+    step_us = config.interval_minutes * 60_000_000
+    actual = _CODE_INDEX[ACTUAL]
+    energy = grid.get_column("energy_kw")
+    code = grid.get_column("_code")
+    row = pl.col("_row").cast(pl.Int64)
+    # A gap is a run of rows without a value: its neighbours are the nearest sent rows before and
+    # after it, when they are the same meter's.
+    after = pl.lit(sent_rows).search_sorted(pl.col("_row")).cast(pl.Int64)
+    sent = pl.lit(sent_rows).cast(pl.Int64)
+
+    def neighbour(index: pl.Expr) -> pl.Expr:
+        source = sent.gather(pl.when((index >= 0) & (index < sent_rows.len())).then(index))
         return pl.when(source // per_meter == row // per_meter).then(source)
 
     def instant(index: str) -> pl.Expr:
         return pl.lit(first) + pl.duration(microseconds=(pl.col(index) % per_meter) * step_us)
 
-    grid = grid.with_columns(_prev=neighbour("forward"), _next=neighbour("backward")).with_columns(
+    with_neighbours = gaps.with_columns(_prev=neighbour(after - 1), _next=neighbour(after)).with_columns(
         _prev_ts=instant("_prev"),
-        _prev_kw=pl.col("energy_kw").gather(pl.col("_prev")),
-        _prev_code=pl.col("_code").gather(pl.col("_prev")),
+        _prev_kw=pl.lit(energy).gather(pl.col("_prev")),
+        _prev_code=pl.lit(code).gather(pl.col("_prev")),
         _next_ts=instant("_next"),
-        _next_kw=pl.col("energy_kw").gather(pl.col("_next")),
-        _next_code=pl.col("_code").gather(pl.col("_next")),
+        _next_kw=pl.lit(energy).gather(pl.col("_next")),
+        _next_code=pl.lit(code).gather(pl.col("_next")),
     )
     ts = pl.col("reading_ts")
     span = pl.col("_next_ts") - pl.col("_prev_ts")
     is_short = (
-        in_gap
-        & (pl.col("_prev_code") == actual)
+        (pl.col("_prev_code") == actual)
         & (pl.col("_next_code") == actual)
         & (span - step <= timedelta(minutes=config.short_gap_minutes))
     ).fill_null(False)
     linear = pl.col("_prev_kw") + (pl.col("_next_kw") - pl.col("_prev_kw")) * (
         (ts - pl.col("_prev_ts")).dt.total_microseconds() / span.dt.total_microseconds()
     )
-    local_time = ts.dt.convert_time_zone(config.timezone).dt.time()
-    codes = pl.Series(QUALITY_CODES, dtype=pl.String)
-    estimated = (
-        grid.filter((ts >= start) & (ts < end))
-        .with_columns(_local_time=local_time)
+    return (
+        with_neighbours.with_columns(_local_time=ts.dt.convert_time_zone(config.timezone).dt.time())
         .join(
             _history_means(known, day, config),
             on=["meter_id", "_local_time"],
             how="left",
             maintain_order="left",
         )
-        .with_columns(
-            estimated_kw=pl.when(in_gap).then(pl.when(is_short).then(linear).otherwise("_history_kw")),
-            quality_code=pl.when(~in_gap)
-            .then(pl.lit(codes).gather(pl.col("_code")))
-            .when(is_short)
-            .then(pl.lit(ESTIMATED_LINEAR))
+        .select(
+            estimated_kw=pl.when(is_short).then(linear).otherwise("_history_kw"),
+            _code=pl.when(is_short)
+            .then(pl.lit(_CODE_INDEX[ESTIMATED_LINEAR]))
             .when(pl.col("_history_kw").is_not_null())
-            .then(pl.lit(ESTIMATED_HISTORY))
-            .otherwise(pl.lit(MISSING)),
+            .then(pl.lit(_CODE_INDEX[ESTIMATED_HISTORY]))
+            .otherwise(pl.lit(_CODE_INDEX[MISSING]))
+            .cast(pl.UInt8),
         )
-    )
-    return (
-        estimated.select(
-            "meter_id",
-            "reading_ts",
-            energy_kw=pl.when(~in_gap).then("energy_kw"),
-            estimated_kw="estimated_kw",
-            value_kw=pl.when(~in_gap).then("energy_kw").otherwise("estimated_kw"),
-            quality_code="quality_code",
-        )
-        # Already in (meter_id, reading_ts) order: the grid's.
-        .cast(ESTIMATE_SCHEMA)
     )

@@ -13,6 +13,7 @@ from greenstream_assets.rules.vee import (
     COMPLETENESS_SCHEMA,
     ESTIMATE_SCHEMA,
     completeness,
+    completeness_from_estimate,
     estimate,
     expected_intervals,
     history_window,
@@ -96,7 +97,8 @@ def test_completeness_on_berlin_days(day: date, expected: int) -> None:
     ]
     m2 = series("m2", start, [None, None])
     m3 = series("m3", start, [2.0] * 49) + [("m3", start + 49 * Q, 500.0, False, True)]  # anomaly received
-    found = completeness(readings_frame(m1 + m2 + m3), day, BERLIN)
+    readings = readings_frame(m1 + m2 + m3)
+    found = completeness(readings, day, BERLIN)
     expected_frame = completeness_frame(
         [
             ("m1", expected, expected - 3, 3, round((expected - 3) / expected, 6)),
@@ -105,6 +107,9 @@ def test_completeness_on_berlin_days(day: date, expected: int) -> None:
         ]
     )
     assert_frame_equal(found, expected_frame, check_exact=True)
+    # The same counted off the estimate's grid (what the asset does).
+    from_grid = completeness_from_estimate(estimate(readings, None, BERLIN, day), day, BERLIN)
+    assert_frame_equal(from_grid, expected_frame, check_exact=True)
 
 
 def test_completeness_counts_the_repeated_autumn_hour_twice() -> None:
@@ -112,6 +117,10 @@ def test_completeness_counts_the_repeated_autumn_hour_twice() -> None:
     rows = series("m1", utc(2024, 10, 27, 0), [1.0] * 8)
     found = completeness(readings_frame(rows), AUTUMN, BERLIN)
     assert found.select("received_intervals", "missing_intervals").row(0) == (8, 92)
+    from_grid = completeness_from_estimate(
+        estimate(readings_frame(rows), None, BERLIN, AUTUMN), AUTUMN, BERLIN
+    )
+    assert_frame_equal(from_grid, found, check_exact=True)
 
 
 # --- the grid and actual readings ---------------------------------------------------------------
@@ -321,6 +330,8 @@ def test_history_is_per_meter() -> None:
 def test_empty_readings() -> None:
     assert_frame_equal(estimate(readings_frame([]), None, CONFIG, DAY), pl.DataFrame(schema=ESTIMATE_SCHEMA))
     assert_frame_equal(completeness(readings_frame([]), DAY, CONFIG), completeness_frame([]))
+    empty = estimate(readings_frame([]), None, CONFIG, DAY)
+    assert_frame_equal(completeness_from_estimate(empty, DAY, CONFIG), completeness_frame([]))
 
 
 def test_history_that_shares_instants_with_the_readings_loses_to_them() -> None:

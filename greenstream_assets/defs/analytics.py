@@ -1,6 +1,7 @@
 """Outputs people act on beyond the core chain: VEE estimates and completeness, the per-meter peak
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import dagster as dg
 import polars as pl
 
 from greenstream_assets.defs.checks import daily_check, markdown_table
-from greenstream_assets.defs.common import WAREHOUSE_POOL, Preview, daily_asset, partition_day
+from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, Preview, daily_asset, partition_day
+from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules import drift, features, incidents, meter_reports, vee
 from greenstream_assets.rules.validation import (
@@ -38,91 +40,164 @@ def _for_meters(
     return lake.read_meters(paths, columns, meters, where)
 
 
-@daily_asset(
-    group_name="quality",
-    deps=["flagged_anomalies", "meter_readings_archive"],
-    kinds={"polars", "parquet"},
+ESTIMATED = dg.AssetKey("estimated_readings")
+METER_PEAKS = dg.AssetKey("meter_daily_peaks")
+FEATURES = dg.AssetKey("hourly_meter_features")
+
+
+@dg.multi_asset(
+    name="estimate_and_report",
+    specs=[
+        dg.AssetSpec(
+            ESTIMATED,
+            deps=["flagged_anomalies", "meter_readings_archive"],
+            group_name="quality",
+            kinds={"polars", "parquet"},
+            description=(
+                "Validation, Estimation, Editing: every meter's full interval grid for the day with a "
+                "quality code per reading (actual, estimated_linear, estimated_history, missing, anomaly, "
+                "faulty). Short gaps are interpolated between actual neighbours, longer ones estimated "
+                "from the same weekday and time over previous weeks; what the meter sent is never "
+                "overwritten (energy_kw keeps it, estimated_kw holds the estimate). Parquet under "
+                "vee/estimated_readings/; per-meter completeness (expected vs received intervals, "
+                "DST-aware) in the table meter_completeness."
+            ),
+        ),
+        dg.AssetSpec(
+            METER_PEAKS,
+            deps=[ESTIMATED],
+            group_name="reports",
+            kinds={"polars", "table"},
+            description=(
+                "Per meter and day: peak kW and when, energy in kWh (peak and off-peak periods), average "
+                "kW and load factor. Missing and anomalous readings never set a peak; estimated "
+                "intervals count in energy and are reported in their own column. The top meters by "
+                "peak demand are previewed here."
+            ),
+        ),
+        dg.AssetSpec(
+            FEATURES,
+            deps=[ESTIMATED],
+            group_name="reports",
+            kinds={"polars", "parquet"},
+            description=(
+                "Forecasting-ready data: per meter and local hour, kWh, peak kW, share of estimated "
+                "intervals, local hour, weekday, weekend and holiday flags, and the previous day's and "
+                "previous week's same-hour kWh. Parquet under features/hourly/date=YYYY-MM-DD/ (hive "
+                "layout, one line to load)."
+            ),
+        ),
+    ],
+    partitions_def=daily_partitions,
+    retry_policy=IO_RETRY,
     pool=WAREHOUSE_POOL,
+    can_subset=True,
 )
-def estimated_readings(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
-    """Validation, Estimation, Editing: every meter's full interval grid for the day with a quality
-    code per reading (actual, estimated_linear, estimated_history, missing, anomaly, faulty). Short gaps
-    are interpolated between actual neighbours, longer ones estimated from the same weekday and time
-    over previous weeks; what the meter sent is never overwritten (energy_kw keeps it, estimated_kw
-    holds the estimate). Parquet under vee/estimated_readings/; per-meter completeness (expected vs
-    received intervals, DST-aware) in the table meter_completeness."""
+def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
+    """VEE's grid and the two outputs made from it, a slice of meters at a time: each slice's grid
+    is estimated, written, and turned into its per-meter report and hourly features while it is in
+    memory, instead of being read back by two more steps. Any subset can be materialized: the
+    reports alone read the grid the last materialization of estimated_readings wrote."""
     day = partition_day(context)
     config = rules.config()
     store = storage.lake_store()
-    history_days = [day - timedelta(days=1)] + [
-        day - timedelta(weeks=w) for w in range(1, config.history_weeks + 1)
-    ]
-    history_keys = _existing(store, [lake.archive_key(d) for d in history_days])
+    estimate, report, feature = (
+        key in context.selected_asset_keys for key in (ESTIMATED, METER_PEAKS, FEATURES)
+    )
     codes: dict[str, int] = {}
-    complete_parts = []
-    # A slice of meters at a time, each with only its own meters' history.
-    with (
-        lake.read_slices(
-            store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS)
-        ) as slices,
-        lake.local_copies(store, history_keys) as history_paths,
-        lake.SliceWriter(
-            store, lake.estimated_key(day), compression="zstd", statistics=True, meter_slices=True
-        ) as out,
-    ):
-        for readings in slices:
-            history = _for_meters(
-                history_paths,
-                HISTORY_COLUMNS,
-                readings.get_column("meter_id").unique(),
-                # Of the previous day, only the hours a short gap can reach.
-                vee.history_window(day, config),
+    complete_parts, report_parts = [], []
+    head = Preview()
+    with ExitStack() as stack:
+        if estimate:
+            history_days = [day - timedelta(days=1)] + [
+                day - timedelta(weeks=w) for w in range(1, config.history_weeks + 1)
+            ]
+            history_keys = _existing(store, [lake.archive_key(d) for d in history_days])
+            history_paths = stack.enter_context(lake.local_copies(store, history_keys))
+            slices = stack.enter_context(
+                lake.read_slices(store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS))
             )
-            estimated = vee.estimate(readings, history, config, day)
-            del history
-            out.write(estimated)
-            for code, n in estimated.group_by("quality_code").len().iter_rows():
-                codes[code] = codes.get(code, 0) + n
-            complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
-    complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))
-    storage.open_warehouse().replace_day("meter_completeness", day, complete)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(out.rows),
-            **{f"intervals_{code}": dg.MetadataValue.int(codes.get(code, 0)) for code in vee.QUALITY_CODES},
-            "mean_completeness": dg.MetadataValue.float(
-                float(complete.get_column("completeness_ratio").mean() or 0)
-            ),
-        }
-    )
-
-
-@daily_asset(
-    group_name="reports",
-    deps=["estimated_readings"],
-    kinds={"polars", "table"},
-    pool=WAREHOUSE_POOL,
-)
-def meter_daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
-    """Per meter and day: peak kW and when, energy in kWh (peak and off-peak periods), average kW
-    and load factor. Missing and anomalous readings never set a peak; estimated intervals count in
-    energy and are reported in their own column. The top meters by peak demand are previewed here."""
-    day = partition_day(context)
-    config = rules.config()
-    with lake.read_slices(storage.lake_store(), lake.estimated_key(day)) as slices:
-        report = pl.concat([meter_reports.meter_daily_report(part, config, day) for part in slices])
-    report = report.sort("meter_id")
-    storage.open_warehouse().replace_day("meter_daily_peaks", day, report)
-    top = meter_reports.top_meters(report, config.top_n_meters)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(report.height),
-            "total_energy_kwh": dg.MetadataValue.float(float(report.get_column("energy_kwh").sum() or 0)),
-            f"top_{config.top_n_meters}_meters": dg.MetadataValue.md(
-                markdown_table(top.select("meter_id", "peak_kw", "peak_ts", "energy_kwh", "load_factor"))
-            ),
-        }
-    )
+            grid_out = stack.enter_context(
+                lake.SliceWriter(
+                    store, lake.estimated_key(day), compression="zstd", statistics=True, meter_slices=True
+                )
+            )
+        else:
+            slices = stack.enter_context(lake.read_slices(store, lake.estimated_key(day)))
+        if feature:
+            feature_keys = _existing(
+                store, [lake.features_key(day - timedelta(days=back)) for back in (1, 7)]
+            )
+            feature_paths = stack.enter_context(lake.local_copies(store, feature_keys))
+            features_out = stack.enter_context(
+                lake.SliceWriter(
+                    store, lake.features_key(day), compression="zstd", statistics=True, meter_slices=True
+                )
+            )
+        for part in slices:
+            if estimate:
+                history = _for_meters(
+                    history_paths,
+                    HISTORY_COLUMNS,
+                    part.get_column("meter_id").unique(),
+                    # Of the previous day, only the hours a short gap can reach.
+                    vee.history_window(day, config),
+                )
+                estimated = vee.estimate(part, history, config, day)
+                del history
+                grid_out.write(estimated)
+                for code, n in estimated.group_by("quality_code").len().iter_rows():
+                    codes[code] = codes.get(code, 0) + n
+                complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
+            else:
+                estimated = part
+            del part
+            if feature:
+                meters = estimated.get_column("meter_id").unique()
+                history = _for_meters(feature_paths, list(features.HISTORY_COLUMNS), meters)
+                table = features.hourly_features(estimated, history, config)
+                features_out.write(table)
+                head.add(table)
+                del history, table
+            if report:
+                report_parts.append(meter_reports.meter_daily_report(estimated, config, day))
+            del estimated
+    warehouse = storage.open_warehouse()
+    if estimate:
+        complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))
+        warehouse.replace_day("meter_completeness", day, complete)
+        yield dg.MaterializeResult(
+            asset_key=ESTIMATED,
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(grid_out.rows),
+                **{
+                    f"intervals_{code}": dg.MetadataValue.int(codes.get(code, 0))
+                    for code in vee.QUALITY_CODES
+                },
+                "mean_completeness": dg.MetadataValue.float(
+                    float(complete.get_column("completeness_ratio").mean() or 0)
+                ),
+            },
+        )
+    if report:
+        peaks = pl.concat(report_parts).sort("meter_id")
+        warehouse.replace_day("meter_daily_peaks", day, peaks)
+        top = meter_reports.top_meters(peaks, config.top_n_meters)
+        yield dg.MaterializeResult(
+            asset_key=METER_PEAKS,
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(peaks.height),
+                "total_energy_kwh": dg.MetadataValue.float(float(peaks.get_column("energy_kwh").sum() or 0)),
+                f"top_{config.top_n_meters}_meters": dg.MetadataValue.md(
+                    markdown_table(top.select("meter_id", "peak_kw", "peak_ts", "energy_kwh", "load_factor"))
+                ),
+            },
+        )
+    if feature:
+        yield dg.MaterializeResult(
+            asset_key=FEATURES,
+            metadata={"dagster/row_count": dg.MetadataValue.int(features_out.rows), "preview": head.value()},
+        )
 
 
 @daily_asset(
@@ -209,37 +284,6 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
                 markdown_table(new.select("meter_id", "start_ts", "status", "duration_hours").head(50))
             ),
         },
-    )
-
-
-@daily_asset(
-    group_name="reports",
-    deps=["estimated_readings"],
-    kinds={"polars", "parquet"},
-)
-def hourly_meter_features(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
-    """Forecasting-ready data: per meter and local hour, kWh, peak kW, share of estimated intervals,
-    local hour, weekday, weekend and holiday flags, and the previous day's and previous week's
-    same-hour kWh. Parquet under features/hourly/date=YYYY-MM-DD/ (hive layout, one line to load)."""
-    day = partition_day(context)
-    store = storage.lake_store()
-    history_keys = _existing(store, [lake.features_key(day - timedelta(days=back)) for back in (1, 7)])
-    with (
-        lake.local_copies(store, history_keys) as history_paths,
-        lake.read_slices(store, lake.estimated_key(day)) as slices,
-        lake.SliceWriter(
-            store, lake.features_key(day), compression="zstd", statistics=True, meter_slices=True
-        ) as out,
-    ):
-        head = Preview()
-        for estimated in slices:
-            meters = estimated.get_column("meter_id").unique()
-            history = _for_meters(history_paths, list(features.HISTORY_COLUMNS), meters)
-            table = features.hourly_features(estimated, history, rules.config())
-            out.write(table)
-            head.add(table)
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": dg.MetadataValue.int(out.rows), "preview": head.value()}
     )
 
 

@@ -1,13 +1,15 @@
 """Warehouse: the day's readings as the relational table analysts query, and the Parquet archive."""
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import date
 
 import dagster as dg
 import polars as pl
 
 from greenstream_assets.defs.checks import ARCHIVE_MATCHES_TABLE, TABLE_SCHEMA, SchemaCheck, daily_check
-from greenstream_assets.defs.common import WAREHOUSE_POOL, Preview, daily_asset, partition_day
+from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, Preview, partition_day
+from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import StorageResource
 from greenstream_assets.schemas import MeterReadingsTable
 from greenstream_assets.storage import lake
@@ -21,98 +23,133 @@ def table_rows(flagged: pl.DataFrame, day: date) -> pl.DataFrame:
     return flagged.with_columns(reading_date=pl.lit(day)).select(TABLE_COLUMNS)
 
 
-@daily_asset(
-    group_name="warehouse",
-    deps=["flagged_anomalies"],
-    kinds={"duckdb", "table"},
+TABLE = dg.AssetKey("meter_readings")
+ARCHIVE = dg.AssetKey("meter_readings_archive")
+
+
+@dg.multi_asset(
+    name="load_meter_readings",
+    specs=[
+        dg.AssetSpec(
+            TABLE,
+            deps=["flagged_anomalies"],
+            group_name="warehouse",
+            kinds={"duckdb", "table"},
+            description=(
+                "The relational table analysts query: every kept reading of the day with its UTC "
+                "timestamp, kW value and flags (is_missing, is_anomaly, is_faulty, is_peak_period) and "
+                "the file it came from. Re-materializing a day replaces that day in one transaction, "
+                "never duplicates it."
+            ),
+        ),
+        dg.AssetSpec(
+            ARCHIVE,
+            deps=["flagged_anomalies"],
+            group_name="warehouse",
+            kinds={"parquet"},
+            description=(
+                "The day's meter_readings rows as Parquet under archive/meter_readings/date=YYYY-MM-DD/ "
+                "(hive layout: DuckDB, polars and Athena read the folder as one table). Published "
+                "atomically: readers see the previous day file or the new one, never a part."
+            ),
+        ),
+    ],
+    partitions_def=daily_partitions,
+    retry_policy=IO_RETRY,
     pool=WAREHOUSE_POOL,
-    check_specs=[daily_check(TABLE_SCHEMA, "meter_readings", description=MeterReadingsTable.__doc__)],
-)
-def meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
-    """The relational table analysts query: every kept reading of the day with its UTC timestamp,
-    kW value and flags (is_missing, is_anomaly, is_faulty, is_peak_period) and the file it came from.
-    Re-materializing a day replaces that day in one transaction, never duplicates it."""
-    day = partition_day(context)
-    check = SchemaCheck(MeterReadingsTable)
-    totals = {"missing": 0, "anomalies": 0, "meters": 0}
-    head = Preview()
-
-    def rows(slices: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-        # A slice of meters at a time, loaded in one transaction and validated as it goes.
-        for flagged in slices:
-            part = table_rows(flagged, day)
-            check.add(part)
-            totals["missing"] += int(part.get_column("is_missing").sum())
-            totals["anomalies"] += int(part.get_column("is_anomaly").sum())
-            totals["meters"] += part.get_column("meter_id").n_unique()
-            head.add(part)
-            yield part
-
-    warehouse = storage.open_warehouse()
-    with lake.read_slices(storage.lake_store(), lake.layer_key("flagged_anomalies", day)) as slices:
-        stored = warehouse.replace_day("meter_readings", day, rows(slices))
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(stored),
-            "missing": dg.MetadataValue.int(totals["missing"]),
-            "anomalies": dg.MetadataValue.int(totals["anomalies"]),
-            # Slices hold disjoint meters.
-            "meters": dg.MetadataValue.int(totals["meters"]),
-            "preview": head.value(),
-        }
-    )
-    # The rows loaded are validated as they go; the table must then hold exactly that many for the
-    # day (reading 4.8M rows back to validate them again would double the step's cost).
-    in_table = warehouse.query(
-        "SELECT count(*) AS n FROM meter_readings WHERE reading_date = ?", [day]
-    ).item()
-    result = check.result(TABLE_SCHEMA, context.asset_key)
-    yield dg.AssetCheckResult(
-        check_name=TABLE_SCHEMA,
-        asset_key=context.asset_key,
-        passed=result.passed and in_table == stored,
-        metadata={**result.metadata, "rows_in_table": dg.MetadataValue.int(in_table)},
-        description=result.description,
-    )
-
-
-@daily_asset(
-    group_name="warehouse",
-    deps=["flagged_anomalies"],
-    kinds={"parquet"},
+    can_subset=True,
     check_specs=[
+        daily_check(TABLE_SCHEMA, TABLE, description=MeterReadingsTable.__doc__),
         daily_check(
             ARCHIVE_MATCHES_TABLE,
-            "meter_readings_archive",
+            ARCHIVE,
             description="The archived file reads back with the same rows and keys as the day's table rows.",
-        )
+        ),
     ],
 )
-def meter_readings_archive(context: dg.AssetExecutionContext, storage: StorageResource):
-    """The day's meter_readings rows as Parquet under archive/meter_readings/date=YYYY-MM-DD/
-    (hive layout: DuckDB, polars and Athena read the folder as one table). Published atomically:
-    readers see the previous day file or the new one, never a part."""
+def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
+    """The day's table rows and their archive from one read of the flagged readings: each slice is
+    loaded into the warehouse while the archive encodes the slice before it on its own thread. The
+    archive is published after the table's transaction commits; a failure of either leaves the
+    previous archive in place, and a rerun replaces both. Either asset can be materialized alone."""
     day = partition_day(context)
     store = storage.lake_store()
     key = lake.archive_key(day)
-    with (
-        lake.read_slices(store, lake.layer_key("flagged_anomalies", day)) as slices,
-        lake.SliceWriter(store, key, compression="zstd", statistics=True, meter_slices=True) as out,
-    ):
-        for flagged in slices:
-            # The partition column lives in the path (hive layout), not in the file.
-            out.write(table_rows(flagged, day).drop("reading_date"))
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(out.rows),
-            "location": dg.MetadataValue.path(key),
-        }
-    )
-    # What a reader gets: the published object's footer, as every engine reads it first.
-    archived = lake.parquet_rows(store, key)
-    yield dg.AssetCheckResult(
-        check_name=ARCHIVE_MATCHES_TABLE,
-        asset_key=context.asset_key,
-        passed=archived == out.rows,
-        metadata={"rows_archived": archived, "rows_expected": out.rows},
-    )
+    load, keep = TABLE in context.selected_asset_keys, ARCHIVE in context.selected_asset_keys
+    check = SchemaCheck(MeterReadingsTable)
+    totals = {"missing": 0, "anomalies": 0, "meters": 0}
+    head = Preview()
+    warehouse = storage.open_warehouse()
+    stored = 0
+    with ExitStack() as stack:
+        slices = stack.enter_context(lake.read_slices(store, lake.layer_key("flagged_anomalies", day)))
+        archive = (
+            stack.enter_context(
+                lake.SliceWriter(store, key, compression="zstd", statistics=True, meter_slices=True)
+            )
+            if keep
+            else None
+        )
+
+        def rows() -> Iterator[pl.DataFrame]:
+            # A slice of meters at a time: archived, loaded in the one transaction and validated.
+            for flagged in slices:
+                part = table_rows(flagged, day)
+                if archive is not None:
+                    # The partition column lives in the archive's path (hive layout), not in the file.
+                    archive.write(part.drop("reading_date"))
+                if load:
+                    check.add(part)
+                    totals["missing"] += int(part.get_column("is_missing").sum())
+                    totals["anomalies"] += int(part.get_column("is_anomaly").sum())
+                    totals["meters"] += part.get_column("meter_id").n_unique()
+                    head.add(part)
+                yield part
+
+        if load:
+            stored = warehouse.replace_day("meter_readings", day, rows())
+        else:
+            for _ in rows():
+                pass
+    if load:
+        yield dg.MaterializeResult(
+            asset_key=TABLE,
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(stored),
+                "missing": dg.MetadataValue.int(totals["missing"]),
+                "anomalies": dg.MetadataValue.int(totals["anomalies"]),
+                # Slices hold disjoint meters.
+                "meters": dg.MetadataValue.int(totals["meters"]),
+                "preview": head.value(),
+            },
+        )
+        # The rows loaded are validated as they go; the table must then hold exactly that many for
+        # the day (reading 4.8M rows back to validate them again would double the step's cost).
+        in_table = warehouse.query(
+            "SELECT count(*) AS n FROM meter_readings WHERE reading_date = ?", [day]
+        ).item()
+        result = check.result(TABLE_SCHEMA, TABLE)
+        yield dg.AssetCheckResult(
+            check_name=TABLE_SCHEMA,
+            asset_key=TABLE,
+            passed=result.passed and in_table == stored,
+            metadata={**result.metadata, "rows_in_table": dg.MetadataValue.int(in_table)},
+            description=result.description,
+        )
+    if archive is not None:
+        yield dg.MaterializeResult(
+            asset_key=ARCHIVE,
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(archive.rows),
+                "location": dg.MetadataValue.path(key),
+            },
+        )
+        # What a reader gets: the published object's footer, as every engine reads it first.
+        archived = lake.parquet_rows(store, key)
+        loaded = {"rows_in_table": stored} if load else {}
+        yield dg.AssetCheckResult(
+            check_name=ARCHIVE_MATCHES_TABLE,
+            asset_key=ARCHIVE,
+            passed=archived == archive.rows and (not load or archived == stored),
+            metadata={"rows_archived": archived, "rows_expected": archive.rows, **loaded},
+        )

@@ -338,7 +338,7 @@ def test_a_warehouse_outage_is_made_whole_by_a_rerun_from_failure_and_a_backfill
     assert server.wait_for_run(rerun_id) == "SUCCESS", server.log_tail()
     rerun = server.graphql(RUN_QUERY, {"runId": rerun_id})["runOrError"]
     assert rerun["parentRunId"] == failed[d1]
-    assert "meter_readings" in rerun["stepKeysToExecute"], rerun["stepKeysToExecute"]
+    assert "load_meter_readings" in rerun["stepKeysToExecute"], rerun["stepKeysToExecute"]
     assert "raw_meter_files" not in rerun["stepKeysToExecute"], rerun["stepKeysToExecute"]
 
     def backfill_done() -> list[dict] | None:

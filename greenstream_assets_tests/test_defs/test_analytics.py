@@ -7,6 +7,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from greenstream_assets.definitions import build_definitions
+from greenstream_assets.defs.jobs import daily_job
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
@@ -112,3 +114,33 @@ def test_the_drift_check_warns_when_invalid_rows_jump(platform):
     )[0]
     metadata = record.event.dagster_event.asset_check_evaluation_data.metadata
     assert metadata["drifted_rules"].value == "invalid_rate"
+
+
+def test_the_reports_alone_read_the_grid_estimated_readings_wrote(platform):
+    """VEE, the per-meter report and the features are one op; materialized without
+    estimated_readings, the two reports read the grid it last wrote (edited here by hand) and the
+    grid itself is not written."""
+    platform.drop("mon.csv", MON_FILE)
+    run(platform)
+    key = lake.estimated_key(MON)
+    grid = lake.read_parquet(platform.lake, key)
+    # M2's grid says 3 kW instead of 2: the reports must follow the grid, not the readings.
+    edited = grid.with_columns(
+        value_kw=pl.when(pl.col("meter_id") == "M2").then(3.0).otherwise(pl.col("value_kw"))
+    )
+    lake.write_parquet(platform.lake, key, edited)
+    defs = build_definitions({"storage": platform.storage})
+    result = defs.resolve_job_def(daily_job.name).execute_in_process(
+        partition_key=MON.isoformat(),
+        instance=platform.instance,
+        asset_selection=[dg.AssetKey("meter_daily_peaks"), dg.AssetKey("hourly_meter_features")],
+    )
+    assert result.success
+    written = sorted(e.asset_key.to_user_string() for e in result.get_asset_materialization_events())
+    assert written == ["hourly_meter_features", "meter_daily_peaks"]
+    assert lake.read_parquet(platform.lake, key).equals(edited)
+    peaks = platform.query("SELECT meter_id, peak_kw, energy_kwh FROM meter_daily_peaks ORDER BY meter_id")
+    assert peaks.rows() == [("M1", 1.0, 18.0), ("M2", 3.0, 72.0)]
+    hourly = lake.read_parquet(platform.lake, lake.features_key(MON))
+    m2 = hourly.filter(pl.col("meter_id") == "M2").get_column("kwh").unique().to_list()
+    assert m2 == [3.0]

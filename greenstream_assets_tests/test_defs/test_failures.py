@@ -7,6 +7,8 @@ from datetime import date
 import dagster as dg
 import pytest
 
+from greenstream_assets.definitions import build_definitions
+from greenstream_assets.defs.jobs import daily_job, ingest_job
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
@@ -49,6 +51,83 @@ def test_a_failed_load_keeps_the_previous_day_and_a_rerun_completes_it(platform,
     assert platform.query("SELECT peak_kw FROM daily_peaks").item() == 7.0
     archived = lake.read_parquet(platform.lake, lake.archive_key(MON))
     assert archived.sort("meter_id").select("meter_id", "energy_kw").rows() == readings(platform)
+
+
+def test_a_failed_table_load_publishes_no_archive_either(platform, monkeypatch):
+    """Table and archive are written from one read of the day: when the load fails, the archive of
+    the day stays the previous one, so the two never disagree."""
+    resources = {"storage": platform.storage}
+    platform.drop("a.csv", V1)
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    before = lake.read_parquet(platform.lake, lake.archive_key(MON))
+    warehouse_type = type(platform.storage.open_warehouse())
+    original = warehouse_type.replace_day
+
+    def unreachable(self, table, day, rows):
+        if table == "meter_readings":
+            for _ in rows:  # the load fails after the whole day went through
+                pass
+            raise ConnectionError("warehouse unreachable")
+        return original(self, table, day, rows)
+
+    platform.drop("a.csv", V2)
+    with monkeypatch.context() as patch:
+        patch.setattr(warehouse_type, "replace_day", unreachable)
+        assert run_landing_zone(instance=platform.instance, resources=resources).failed
+    assert lake.read_parquet(platform.lake, lake.archive_key(MON)).equals(before)
+    assert readings(platform) == [("M1", 1.0), ("M2", 2.0)]
+
+
+def test_the_table_and_the_archive_materialize_alone(platform):
+    """One op writes both, but either can be materialized by itself (as from its asset page), and
+    then only that one is written."""
+    resources = {"storage": platform.storage}
+    platform.drop("a.csv", V1)
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    platform.drop("a.csv", V2)
+    defs = build_definitions(resources)
+    assert defs.resolve_job_def(ingest_job.name).execute_in_process(instance=platform.instance).success
+    job = defs.resolve_job_def(daily_job.name)
+    # Every step up to the flagged layer, then the table alone (the archive keeps version 1), then
+    # on a third version the archive alone (the table keeps version 2).
+    upstream = ["raw_meter_files", "cleansed_readings", "quarantined_readings", "flagged_anomalies"]
+
+    def materialize(*assets: str) -> dg.ExecuteInProcessResult:
+        keys = [dg.AssetKey(a) for a in (*upstream, *assets)]
+        result = job.execute_in_process(
+            partition_key=MON.isoformat(), instance=platform.instance, asset_selection=keys
+        )
+        assert result.success
+        return result
+
+    def written(result: dg.ExecuteInProcessResult) -> list[str]:
+        keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        return sorted(keys - set(upstream))
+
+    def archived() -> list[tuple]:
+        frame = lake.read_parquet(platform.lake, lake.archive_key(MON)).sort("meter_id")
+        return frame.select("meter_id", "energy_kw").rows()
+
+    result = materialize("meter_readings")
+    assert written(result) == ["meter_readings"]
+    checks = [
+        (c.asset_key.to_user_string(), c.check_name, c.passed) for c in result.get_asset_check_evaluations()
+    ]
+    assert ("meter_readings", "table_schema", True) in checks
+    assert not [c for c in checks if c[1] == "archive_matches_table"]
+    assert readings(platform) == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
+    assert archived() == [("M1", 1.0), ("M2", 2.0)]
+
+    platform.drop("a.csv", csv("M1,2024-03-04T17:00:00Z,7,kW"))
+    assert defs.resolve_job_def(ingest_job.name).execute_in_process(instance=platform.instance).success
+    result = materialize("meter_readings_archive")
+    assert written(result) == ["meter_readings_archive"]
+    checks = [
+        (c.asset_key.to_user_string(), c.check_name, c.passed) for c in result.get_asset_check_evaluations()
+    ]
+    assert ("meter_readings_archive", "archive_matches_table", True) in checks
+    assert archived() == [("M1", 7.0)]
+    assert readings(platform) == [("M1", 5.0), ("M2", 2.0), ("M3", 1.0)]
 
 
 def test_a_run_killed_while_publishing_the_archive_keeps_the_previous_one(platform, monkeypatch):
@@ -119,7 +198,7 @@ def test_a_connection_killed_mid_load_is_retried_to_exactly_one_copy(platform, p
         for e in platform.instance.all_logs(run.run_id)
         if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
-    assert retried == ["meter_readings"]
+    assert retried == ["load_meter_readings"]
     assert readings_count(platform) == (meters * 96, meters * 96)
 
 

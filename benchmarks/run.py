@@ -787,7 +787,8 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
             f"{fmt(med([w['ingest_s'] for w in walls]), 2)}, day run {fmt(med([w['day_s'] for w in walls]), 2)}, "
             f"between runs {fmt(med([w['between_runs_s'] for w in walls]), 2)})"
             + (f", {100 * whole / full:.0f} % of the full day's {fmt(full, 2)} s" if whole and full else "")
-            + ". It is the runs, their 13 steps and their ~100 events (each stored in Dagster's SQLite "
+            + f". It is the runs, their {sum(len(r['steps']) for r in fixed['runs'][0]['runs'])} steps and "
+            "their events (each stored in Dagster's SQLite "
             "event log, which the local instance keeps one connection per database for: "
             "greenstream_assets/defs/instance.py), the checks and the warehouse opens, not the rows.\n"
         )

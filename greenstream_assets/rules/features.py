@@ -172,29 +172,60 @@ def hourly_features(
     # Only the dates looked up: a day and a week before each local date being built.
     built = hourly.get_column("local_date").unique().to_list()
     wanted = sorted({d - timedelta(days=back) for d in built for back in (1, 7)})
-    lookup = _same_hour_kwh(hourly, history_hourly, config.timezone, built, wanted)
+    table = hourly.with_columns(
+        weekday=weekday,
+        is_weekend=weekday >= 6,
+        is_holiday=pl.col("local_date").is_in(list(config.holidays)),
+    )
+    lookup = None
+    for back, name in ((1, "prev_day_same_hour_kwh"), (7, "prev_week_same_hour_kwh")):
+        aligned = _aligned_kwh(hourly, history_hourly, built, back, config.timezone)
+        if aligned is not None:
+            table = table.with_columns(aligned.alias(name))
+            continue
+        if lookup is None:
+            lookup = _same_hour_kwh(hourly, history_hourly, config.timezone, built, wanted)
+        table = (
+            table.with_columns(_then=pl.col("local_date").dt.offset_by(f"-{back}d"))
+            .join(
+                lookup.rename({"local_date": "_then", "kwh": name}),
+                on=["meter_id", "_then", "local_hour"],
+                how="left",
+                maintain_order="left",
+            )
+            .drop("_then")
+        )
     return (
-        hourly.with_columns(
-            weekday=weekday,
-            is_weekend=weekday >= 6,
-            is_holiday=pl.col("local_date").is_in(list(config.holidays)),
-            _prev_day=pl.col("local_date").dt.offset_by("-1d"),
-            _prev_week=pl.col("local_date").dt.offset_by("-7d"),
-        )
-        .join(
-            lookup.rename({"local_date": "_prev_day", "kwh": "prev_day_same_hour_kwh"}),
-            on=["meter_id", "_prev_day", "local_hour"],
-            how="left",
-            maintain_order="left",
-        )
-        .join(
-            lookup.rename({"local_date": "_prev_week", "kwh": "prev_week_same_hour_kwh"}),
-            on=["meter_id", "_prev_week", "local_hour"],
-            how="left",
-            maintain_order="left",
-        )
-        .select(*HOURLY_FEATURES_SCHEMA)
+        table.select(*HOURLY_FEATURES_SCHEMA)
         # Grouped in the grid's order, the hours are in (meter_id, hour_start_utc) order already.
         .pipe(lambda frame: frame if ordered else frame.sort("meter_id", "hour_start_utc"))
         .cast(HOURLY_FEATURES_SCHEMA)
     )
+
+
+def _aligned_kwh(
+    hourly: pl.DataFrame, history_hourly: pl.DataFrame | None, built: list[date], back: int, timezone: str
+) -> pl.Series | None:
+    """The ``kwh`` of the same meter and local hour ``back`` days before each row of ``hourly``,
+    without a join, when that day's history holds exactly ``hourly``'s meters and hours in the
+    same order (an earlier day of the same meters, written the same way: the usual case) or
+    nothing; None when it does not, and the lookup join is needed. Only for one local date being
+    built, and not across a fall-back day, whose repeated hour is looked up as a mean."""
+    if len(built) != 1:
+        return None
+    target = built[0] - timedelta(days=back)
+    if _day_hours(target, timezone) > 24:
+        return None
+    nothing = pl.repeat(None, hourly.height, dtype=pl.Float64, eager=True)
+    if history_hourly is None:
+        return nothing
+    older = history_hourly.filter(pl.col("local_date") == target)
+    if older.height == 0:
+        return nothing
+    if older.height != hourly.height:
+        return None
+    same = hourly.select(
+        (pl.col("meter_id") == older.get_column("meter_id").cast(pl.String)).all()
+        & (pl.col("local_hour") == older.get_column("local_hour").cast(pl.Int8)).all()
+    ).item()
+    return older.get_column("kwh").cast(pl.Float64) if same else None

@@ -55,6 +55,30 @@ READING_SCHEMA = {
 }
 
 
+def stuck_reading(config: RulesConfig) -> pl.Expr:
+    """A reading that can be part of a stuck period: sent (not missing, with a value) and near zero."""
+    return ~pl.col("is_missing") & pl.col("energy_kw").is_not_null() & near_zero(config)
+
+
+def tail_of_stuck_meters(previous_day: pl.LazyFrame, config: RulesConfig) -> pl.DataFrame:
+    """The rows of ``previous_day`` (columns ``READING_COLUMNS``) that ``day_incidents`` can use as
+    its tail: those of the meters with a ``stuck_reading`` in it, usually a few hundred of 50,000.
+
+    A meter without one has no incident to report from the tail, and its tail rows change nothing
+    for its runs of the day: an incident it left open yesterday ran to the end of the day with no
+    reading sent after it (any sent reading is either near zero or a recovery), and its earlier
+    runs above the threshold never open or continue one. So ``day_incidents`` gives the same
+    result on this tail as on the whole day (tested), read in two passes that decode the few
+    columns of the filter first."""
+    stuck = previous_day.filter(stuck_reading(config)).select("meter_id").unique().collect()
+    return (
+        previous_day.select(READING_COLUMNS)
+        .filter(pl.col("meter_id").is_in(stuck.get_column("meter_id").implode()))
+        .collect()
+        .cast(READING_SCHEMA)
+    )
+
+
 def _previous_open(previous_open_incidents: pl.DataFrame | None) -> pl.DataFrame:
     """Per meter: start, last near-zero reading and reading count of its incident open yesterday."""
     schema = {
@@ -89,9 +113,10 @@ def day_incidents(
 ) -> pl.DataFrame:
     """The incidents the day's readings open, continue or close (columns ``INCIDENT_SCHEMA``).
 
-    ``readings``: the day's flagged readings. ``previous_tail``: the previous day's readings, at
-    least its last ``min_zero_hours`` (the whole day is simplest); rows that ``readings`` also holds
-    are ignored. ``previous_open_incidents``: the previous day's ``day_incidents`` output (rows not
+    ``readings``: the day's flagged readings. ``previous_tail``: the previous day's readings (all
+    of them: with missing readings in a run, a run that is not yet an incident can start anywhere
+    in the day), or of them ``tail_of_stuck_meters``; rows that ``readings`` also holds are
+    ignored. ``previous_open_incidents``: the previous day's ``day_incidents`` output (rows not
     ``open`` are ignored), needed only for an incident that began before the tail. Both frames need
     ``meter_id``, ``reading_ts``, ``energy_kw``, ``is_missing``, ``is_anomaly``.
 
@@ -110,7 +135,7 @@ def day_incidents(
     new_run = run_starts(near)
     sent = pl.concat([tail, today]).filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
     # Only meters with a reading near zero (today or in the tail) can have an incident to report.
-    candidates = sent.filter(near).get_column("meter_id").unique()
+    candidates = sent.filter(stuck_reading(config)).get_column("meter_id").unique()
     rows = (
         sent.filter(pl.col("meter_id").is_in(candidates.implode()))
         .sort("meter_id", "reading_ts")

@@ -239,3 +239,59 @@ def test_row_order_does_not_change_the_features(order: str) -> None:
         ("m1", 9, 1.5, 3.0, 0.5, 0.5),
         ("m2", 8, 5.25, 9.0, 0.0, 0.25),
     ]
+
+
+def _days_of(meters: list[str], day: date, base: float) -> pl.DataFrame:
+    """Whole-day features of ``meters`` on ``day``: hour h of the k-th meter has kW base + k + h/100."""
+    rows = []
+    for k, meter in enumerate(meters):
+        rows += actual_hours(
+            meter, utc(day.year, day.month, day.day), [base + k + h / 100 for h in range(24)]
+        )
+    return hourly_features(vee_frame(rows), None, CONFIG)
+
+
+@pytest.mark.parametrize(
+    "history_meters",
+    [
+        pytest.param(["a", "b", "c"], id="same_meters_in_order"),
+        pytest.param(["a", "c"], id="a_meter_missing"),
+        pytest.param(["a", "b", "c", "d"], id="an_extra_meter"),
+        pytest.param(["b", "a", "c"], id="another_order"),
+        pytest.param(["a", "b", "d"], id="as_many_rows_of_another_meter"),
+    ],
+)
+def test_previous_day_and_week_whatever_the_history_holds(history_meters: list[str]) -> None:
+    day = date(2024, 6, 10)
+    history = pl.concat(
+        [
+            _days_of(history_meters, day - timedelta(days=1), 10.0),
+            _days_of(history_meters, day - timedelta(days=7), 20.0),
+        ]
+    )
+    meters = ["a", "b", "c"]
+    today = _days_of(meters, day, 0.0).select("meter_id", "local_hour")
+    built = hourly_features(
+        vee_frame(
+            [
+                row
+                for k, meter in enumerate(meters)
+                for row in actual_hours(meter, utc(2024, 6, 10), [float(k)] * 24)
+            ]
+        ),
+        history,
+        CONFIG,
+    )
+    assert built.select("meter_id", "local_hour").equals(today)
+
+    # What each meter's history holds, at its own k in history_meters; null for a meter it lacks.
+    def held(base: float, meter: str, hour: int) -> float | None:
+        return round(base + history_meters.index(meter) + hour / 100, 6) if meter in history_meters else None
+
+    got = built.select(
+        "meter_id",
+        "local_hour",
+        pl.col("prev_day_same_hour_kwh").round(6),
+        pl.col("prev_week_same_hour_kwh").round(6),
+    ).rows()
+    assert got == [(m, h, held(10.0, m, h), held(20.0, m, h)) for m in meters for h in range(24)]

@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.faulty import flag_faulty
-from greenstream_assets.rules.incidents import INCIDENT_SCHEMA, day_incidents
+from greenstream_assets.rules.incidents import INCIDENT_SCHEMA, day_incidents, tail_of_stuck_meters
 
 from .helpers import readings_frame, series_of, utc
 
@@ -182,6 +182,52 @@ def test_same_periods_as_rule_5_within_a_day(rows: list[tuple]) -> None:
     _, periods = flag_faulty(readings_frame(rows), CONFIG)
     found = incidents([], rows).select("meter_id", "start_ts", end_ts="last_zero_ts", readings="readings")
     assert_frame_equal(found, periods)
+
+
+def _tail_cases() -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """D1 and D2 of meters whose tail matters in each way it can, and of meters whose tail does not."""
+    d0 = [
+        *day_of("open", M1 - timedelta(days=1), [1.0] * 48 + [0.0] * 48),  # open at D0's end...
+    ]
+    d1 = [
+        *CROSSING_D1,  # m1: a run across midnight
+        *day_of("open", M1, [None] * 96),  # ...and silent all of D1: still open
+        *day_of("late", M1, [1.0] * 40 + [0.0] + [None] * 55),  # one zero, then nothing until D2
+        *day_of("above", M1, [1.0] * 96),  # never near zero on D1, stuck on D2
+        *day_of("spike", M1, [1.0] * 95 + [500.0]),  # an anomaly is not near zero
+        *day_of("busy", M1, [2.0] * 96),  # never near zero
+        *day_of("gone", M1, [0.0] * 30 + [None] * 66),  # stuck, then silent on D2
+    ]
+    d2 = [
+        *CROSSING_D2,
+        *day_of("open", M2, [0.0] * 10 + [1.0] * 86),
+        *day_of("late", M2, [0.0] * 30 + [1.0] * 66),
+        *day_of("above", M2, [0.0] * 30 + [1.0] * 66),
+        *day_of("spike", M2, [0.0] * 30 + [1.0] * 66),
+        *day_of("busy", M2, [2.0] * 96),
+    ]
+    return d0, d1, d2
+
+
+def test_the_tail_of_stuck_meters_gives_the_same_incidents_as_the_whole_day() -> None:
+    config = RulesConfig(max_kw=100.0)
+    d0, d1, d2 = _tail_cases()
+    open_d1 = day_incidents(readings_frame([]), readings_frame(d0 + d1), config)
+    whole = readings_frame(d1)
+    tail = tail_of_stuck_meters(whole.lazy(), config)
+    # Only the meters with a near-zero reading sent on D1, with all their D1 rows.
+    assert sorted(tail.get_column("meter_id").unique().to_list()) == ["gone", "late", "m1"]
+    assert tail.height == 96 * 3
+    expected = day_incidents(whole, readings_frame(d2), config, open_d1)
+    assert sorted(expected.get_column("meter_id").to_list()) == [
+        "above",
+        "gone",
+        "late",
+        "m1",
+        "open",
+        "spike",
+    ]
+    assert_frame_equal(day_incidents(tail, readings_frame(d2), config, open_d1), expected, check_exact=True)
 
 
 def test_empty_inputs() -> None:

@@ -19,3 +19,11 @@ def enrichment_columns(config: RulesConfig) -> list[pl.Expr]:
             & local.dt.weekday().is_in(config.peak_weekdays)
         ).alias("is_peak_period"),
     ]
+
+
+def enrich(frame: pl.DataFrame, config: RulesConfig) -> pl.DataFrame:
+    """``frame`` with ``enrichment_columns`` added, worked out once per distinct ``reading_ts`` and
+    joined back in ``frame``'s order: a day of 4.8M readings holds about a hundred instants, so the
+    time zone is applied to those only. Same columns and values as ``with_columns`` (tested)."""
+    instants = frame.select(pl.col("reading_ts").unique()).with_columns(enrichment_columns(config))
+    return frame.join(instants, on="reading_ts", how="left", maintain_order="left")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.enrichment import enrichment_columns
+from greenstream_assets.rules.enrichment import enrich
 from greenstream_assets.rules.faulty import flag_faulty
 from greenstream_assets.rules.ranges import is_anomaly
 
@@ -14,4 +14,4 @@ def flag_readings(cleansed: pl.DataFrame, config: RulesConfig) -> tuple[pl.DataF
     """Return the readings with ``is_anomaly``, ``is_faulty`` and enrichment, and faulty periods."""
     flagged = cleansed.with_columns(is_anomaly(config).alias("is_anomaly"))
     flagged, periods = flag_faulty(flagged, config)
-    return flagged.with_columns(enrichment_columns(config)), periods
+    return enrich(flagged, config), periods

@@ -24,7 +24,7 @@ from datetime import date
 import polars as pl
 
 from greenstream_assets.rules.config import RulesConfig
-from greenstream_assets.rules.enrichment import enrichment_columns
+from greenstream_assets.rules.enrichment import enrich
 from greenstream_assets.rules.reports import peak_eligible
 from greenstream_assets.rules.vee import ACTUAL, ESTIMATED_CODES, FAULTY
 
@@ -50,7 +50,7 @@ _DECIMALS = 6
 def _usage(readings: pl.DataFrame, config: RulesConfig) -> pl.DataFrame:
     """The readings with ``_kw`` (the value to use), ``_actual``, ``_estimated`` and ``is_peak_period``."""
     if "is_peak_period" not in readings.columns:
-        readings = readings.with_columns(enrichment_columns(config))
+        readings = enrich(readings, config)
     if "quality_code" not in readings.columns:
         return readings.with_columns(
             _kw=pl.col("energy_kw"), _actual=peak_eligible(), _estimated=pl.lit(False)

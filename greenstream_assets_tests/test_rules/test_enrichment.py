@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenstream_assets.rules import enrichment
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.enrichment import enrichment_columns
 from greenstream_assets.rules.flagging import flag_readings
@@ -87,6 +88,29 @@ def test_peak_hours_and_weekdays_are_configurable() -> None:
     )
     flags = frame.select(enrichment_columns(config)).get_column("is_peak_period").to_list()
     assert flags == [True, False, False, True]
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin", "Asia/Kolkata"])
+def test_enrich_per_instant_equals_per_row(timezone: str) -> None:
+    # Repeated instants in any order, a null, and Berlin's fall-back and spring-forward hours.
+    instants = [
+        utc(2024, 10, 27, 1, 15),
+        utc(2024, 10, 27, 0, 15),
+        utc(2024, 3, 31, 1, 0),
+        None,
+        utc(2024, 10, 27, 1, 15),
+        utc(2024, 6, 3, 16, 0),
+        utc(2024, 6, 3, 16, 0),
+        utc(2024, 3, 30, 23, 0),
+    ]
+    frame = pl.DataFrame(
+        {"meter_id": [f"m{i}" for i in range(len(instants))], "reading_ts": instants},
+        schema={"meter_id": pl.String, "reading_ts": pl.Datetime("us", "UTC")},
+    )
+    config = RulesConfig(timezone=timezone)
+    enriched = enrichment.enrich(frame, config)
+    assert_frame_equal(enriched, frame.with_columns(enrichment_columns(config)))
+    assert enriched.get_column("meter_id").to_list() == frame.get_column("meter_id").to_list()
 
 
 def test_flag_readings_adds_every_flag() -> None:

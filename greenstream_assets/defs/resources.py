@@ -13,7 +13,7 @@ from dagster_aws.s3 import S3Resource
 
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.storage.blobs import BlobStore, open_blob_store
-from greenstream_assets.storage.warehouse import Warehouse, open_warehouse
+from greenstream_assets.storage.warehouse import DuckDBWarehouse, Warehouse, open_warehouse
 
 DEFAULT_LANDING = "./data/landing"
 DEFAULT_LAKE = "./data/lake"
@@ -67,7 +67,9 @@ class StorageResource(dg.ConfigurableResource):
     def open_warehouse(self) -> Warehouse:
         schema = self.warehouse_schema or os.environ.get("GREENSTREAM_WAREHOUSE_SCHEMA", "greenstream")
         warehouse = open_warehouse(self.warehouse_url(), self.warehouse_password, schema)
-        warehouse.ensure_schema()
+        if not isinstance(warehouse, DuckDBWarehouse):
+            # A DuckDB file's schema is made current on the step's first connection instead.
+            warehouse.ensure_schema()
         return warehouse
 
 

@@ -163,41 +163,28 @@ class DuckDBWarehouse:
     def __init__(self, path: str) -> None:
         self.path = str(Path(path).resolve())
         self.url = self.path
+        self._schema_ready = False
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the file, its schema made current first (once per object: opening a
+        DuckDB file costs ~30 ms, so a step's first statement shares that connection)."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = duckdb.connect(self.path)
         try:
             conn.execute("SET TimeZone = 'UTC'")
+            if not self._schema_ready:
+                _ensure_schema(conn)
+                self._schema_ready = True
             yield conn
         finally:
             conn.close()
 
     def ensure_schema(self) -> None:
-        with self.connect() as conn:
-            # The DDL below commits with its version row, so a file at the current version has all
-            # of it: each step opening the warehouse skips ~100 statements.
-            if _schema_version(conn) >= SCHEMA_VERSION:
-                return
-            conn.execute("BEGIN")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
-            )
-            for table, columns in TABLES.items():
-                ddl = ", ".join(f"{name} {kind}" for name, kind, _ in columns)
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
-                for name, _, comment in columns:
-                    conn.execute(f"COMMENT ON COLUMN {table}.{name} IS '{_sql_text(comment)}'")
-            for index in DROPPED_INDEXES:
-                conn.execute(f"DROP INDEX IF EXISTS {index}")
-            for view, body in VIEWS.items():
-                conn.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
-            current = conn.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
-            if current is None or current < SCHEMA_VERSION:
-                conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
-            conn.execute("COMMIT")
+        """Create or upgrade the tables and views now (any first connection does it too)."""
+        self._schema_ready = False
+        with self.connect():
+            pass
 
     def replace_day(self, table: str, day: date, rows: Rows) -> int:
         columns = [name for name, _, _ in TABLES[table]]
@@ -227,6 +214,31 @@ class DuckDBWarehouse:
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self.connect() as conn:
             return conn.sql(sql, params=params or []).pl()
+
+
+def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Bring a DuckDB file's tables, comments and views to ``SCHEMA_VERSION``. The DDL commits
+    with its version row, so a file at the current version has all of it: a connection to one
+    skips ~100 statements."""
+    if _schema_version(conn) >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    for table, columns in TABLES.items():
+        ddl = ", ".join(f"{name} {kind}" for name, kind, _ in columns)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
+        for name, _, comment in columns:
+            conn.execute(f"COMMENT ON COLUMN {table}.{name} IS '{_sql_text(comment)}'")
+    for index in DROPPED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    for view, body in VIEWS.items():
+        conn.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+    current = conn.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
+    if current is None or current < SCHEMA_VERSION:
+        conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
+    conn.execute("COMMIT")
 
 
 def _schema_version(conn: duckdb.DuckDBPyConnection) -> int:

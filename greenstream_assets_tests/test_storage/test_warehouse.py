@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from greenstream_assets.storage import warehouse as warehouse_module
 from greenstream_assets.storage.warehouse import DuckDBWarehouse
 
 DAY = date(2024, 3, 4)
@@ -69,6 +70,25 @@ def test_a_warehouse_at_the_current_version_is_opened_without_reapplying_its_ddl
     assert warehouse.query("SELECT count(*) FROM schema_version").item() == 1
 
 
+def test_a_new_file_gets_its_schema_on_the_first_connection_and_only_that_one_checks(tmp_path, monkeypatch):
+    opened, checked = [], []
+    connect, version = duckdb.connect, warehouse_module._schema_version
+    monkeypatch.setattr(
+        duckdb, "connect", lambda *args, **kwargs: opened.append(args) or connect(*args, **kwargs)
+    )
+    monkeypatch.setattr(warehouse_module, "_schema_version", lambda conn: checked.append(1) or version(conn))
+
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))  # no ensure_schema first
+    assert (len(opened), len(checked)) == (1, 1)
+    assert warehouse.query("SELECT reading_date, peak_kw FROM daily_peaks").rows() == [(DAY, 2.0)]
+    assert (len(opened), len(checked)) == (2, 1)
+    # Another object (another step) checks the version on its own first connection.
+    other = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    assert other.query("SELECT max(version) FROM schema_version").item() == 3
+    assert (len(opened), len(checked)) == (3, 2)
+
+
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):
     warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     warehouse.ensure_schema()
@@ -84,6 +104,7 @@ def test_day_boundaries_do_not_depend_on_the_session_time_zone(tmp_path):
     path = tmp_path / "w.duckdb"
     script = f"""
 import datetime as dt, polars as pl
+from greenstream_assets.storage import warehouse as warehouse_module
 from greenstream_assets.storage.warehouse import DuckDBWarehouse
 w = DuckDBWarehouse({str(path)!r}); w.ensure_schema()
 for d in (dt.date(2024, 3, 4), dt.date(2024, 3, 5)):

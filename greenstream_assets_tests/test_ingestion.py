@@ -55,6 +55,21 @@ def test_plain_files_parsed_together_stage_what_file_by_file_parsing_stages(tmp_
     assert days[MON].schema == pl.Schema(ingestion.RAW_STAGED_SCHEMA)
 
 
+def test_staged_rows_are_uncompressed_parquet_without_statistics(tmp_path):
+    """raw_meter_files reads a day's staged rows once per slice of meters: no page to decompress
+    on every pass, no statistics that no pass uses."""
+    import pyarrow.parquet as pq
+
+    ingest(tmp_path)
+    staged = sorted((tmp_path / "lake" / "staging").rglob("*.parquet"))
+    assert [path.parent.name for path in staged] == ["date=2024-03-04", "date=2024-03-05"]
+    for path in staged:
+        metadata = pq.ParquetFile(path).metadata
+        columns = [metadata.row_group(0).column(i) for i in range(metadata.num_columns)]
+        assert [column.compression for column in columns] == ["UNCOMPRESSED"] * 6
+        assert [column.is_stats_set for column in columns] == [False] * 6
+
+
 def test_backups_small_files_in_one_pack_per_chunk_large_ones_alone(tmp_path, monkeypatch):
     import zipfile
 

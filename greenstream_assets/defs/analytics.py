@@ -1,6 +1,7 @@
 """Outputs people act on beyond the core chain: VEE estimates and completeness, the per-meter peak
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -134,34 +135,45 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
                     store, lake.features_key(day), compression="zstd", statistics=True, meter_slices=True
                 )
             )
-        for part in slices:
-            if estimate:
-                history = _for_meters(
-                    history_paths,
-                    HISTORY_COLUMNS,
-                    part.get_column("meter_id").unique(),
-                    # Of the previous day, only the hours a short gap can reach.
-                    vee.history_window(day, config),
-                )
-                estimated = vee.estimate(part, history, config, day)
-                del history
-                grid_out.write(estimated)
-                for code, n in estimated.group_by("quality_code").len().iter_rows():
-                    codes[code] = codes.get(code, 0) + n
-                complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
-            else:
-                estimated = part
-            del part
+
+        def grid(part: pl.DataFrame) -> pl.DataFrame:
+            history = _for_meters(
+                history_paths,
+                HISTORY_COLUMNS,
+                part.get_column("meter_id").unique(),
+                # Of the previous day, only the hours a short gap can reach.
+                vee.history_window(day, config),
+            )
+            return vee.estimate(part, history, config, day)
+
+        def outputs(estimated: pl.DataFrame) -> None:
             if feature:
                 meters = estimated.get_column("meter_id").unique()
                 history = _for_meters(feature_paths, list(features.HISTORY_COLUMNS), meters)
                 table = features.hourly_features(estimated, history, config)
                 features_out.write(table)
                 head.add(table)
-                del history, table
             if report:
                 report_parts.append(meter_reports.meter_daily_report(estimated, config, day))
+
+        # A slice's features and report are made on a thread of their own while the next slices'
+        # grids are estimated, two at once (polars releases the GIL); one slice's outputs in flight,
+        # so they are written in slice order.
+        grids = stack.enter_context(lake.mapped(grid, slices)) if estimate else slices
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs"))
+        pending: Future[None] | None = None
+        for estimated in grids:
+            if estimate:
+                grid_out.write(estimated)
+                for code, n in estimated.group_by("quality_code").len().iter_rows():
+                    codes[code] = codes.get(code, 0) + n
+                complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(outputs, estimated)
             del estimated
+        if pending is not None:
+            pending.result()
     warehouse = storage.open_warehouse()
     if estimate:
         complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))

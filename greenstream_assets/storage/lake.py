@@ -7,7 +7,8 @@ import json
 import math
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
@@ -20,6 +21,7 @@ import polars as pl
 from greenstream_assets.storage.blobs import BlobStore, LocalBlobStore
 
 T = TypeVar("T")
+U = TypeVar("U")
 # Footer key of the files SliceWriter writes: row group k holds the meters of slice k.
 METER_SLICES = "greenstream.meter_slices"
 
@@ -225,11 +227,13 @@ def write_parquet(
     store.write(key, buffer.getvalue())
 
 
-def write_layer(store: BlobStore, key: str, frame: pl.DataFrame, statistics: bool = True) -> None:
+def write_layer(
+    store: BlobStore, key: str, frame: pl.DataFrame, statistics: bool = True, compression: str = "lz4"
+) -> None:
     """Internal hand-over between steps: written once, read once or twice, so favour speed (lz4)
     over size; published data (archive, features, estimates) keeps zstd. ``statistics=False`` for a
     layer read whole, never filtered on its columns' ranges."""
-    write_parquet(store, key, frame, compression="lz4", statistics=statistics)
+    write_parquet(store, key, frame, compression=compression, statistics=statistics)
 
 
 # ---------------------------------------------------------------------------------- meter slices
@@ -376,6 +380,37 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
         while (item := upcoming.result()) is not done:
             upcoming = pool.submit(next, items, done)
             yield item  # type: ignore[misc]
+
+
+@contextmanager
+def mapped(fn: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[Iterator[U]]:
+    """``fn`` of each item, in the items' order, with up to ``workers`` items worked on at once on
+    threads of their own (polars releases the GIL): a slice's rules run while the one before is
+    still at work, which keeps both cores busy where one slice alone does not. An error surfaces
+    where its item's result would have; leaving the block cancels the items not yet started and
+    waits for those running.
+
+        with lake.mapped(work, slices) as results:
+            for result in results:
+                ...
+    """
+    window: deque[Future[U]] = deque()
+
+    def results() -> Iterator[U]:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            del item
+            if len(window) >= workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mapped") as pool:
+        try:
+            yield results()
+        finally:
+            for future in window:
+                future.cancel()
 
 
 @contextmanager

@@ -149,3 +149,21 @@ def test_the_package_sets_polars_allocator_before_polars_loads(operator_setting,
         [sys.executable, "-c", ALLOCATOR_PROBE], env=env, capture_output=True, text=True, check=True
     )
     assert probe.stdout.split() == [expected, "True"]
+
+
+FREEZE_PROBE = """
+import gc
+import greenstream_assets.defs.resources  # Dagster and polars, as a run worker has them first
+before = gc.get_freeze_count()
+import greenstream_assets.definitions
+print(before, gc.get_freeze_count() > 100_000)
+"""
+
+
+def test_loading_the_code_location_freezes_what_it_loaded():
+    """What the code location loads lives as long as the process: loading it moves it out of the
+    garbage collector's full collections (which would otherwise scan it all in a run's steps)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", FREEZE_PROBE], env=dict(os.environ), capture_output=True, text=True, check=True
+    )
+    assert probe.stdout.split() == ["0", "True"]

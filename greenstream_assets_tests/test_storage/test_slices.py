@@ -1,5 +1,7 @@
 """Slices of meters: which slice a meter falls in, and layers written and read one slice at a time."""
 
+import threading
+import time
 from datetime import date
 
 import polars as pl
@@ -222,3 +224,64 @@ def test_read_meters_of_no_meter_and_of_an_unmarked_slice_file(tmp_path):
     )
     assert sorted(got.rows()) == [("M2", 2), ("M2", 2), ("M2", 3), ("M2", 3)]
     assert lake.read_meters([], ["meter_id"], pl.Series(["M2"])) is None
+
+
+def test_mapped_works_on_two_items_at_once_and_gives_results_in_the_items_order():
+    running, most, lock = [0], [0], threading.Lock()
+    # Both workers must be inside fn together to pass the barrier: it breaks (and the test fails)
+    # should the items be worked on one after the other.
+    together = threading.Barrier(2, timeout=10)
+
+    def work(item: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        if item < 2:
+            together.wait()
+        # Later items finish first: the order must still be the items'.
+        time.sleep(0.02 * (5 - item))
+        with lock:
+            running[0] -= 1
+        return item * 10
+
+    with lake.mapped(work, range(5)) as results:
+        assert list(results) == [0, 10, 20, 30, 40]
+    assert most[0] == 2
+
+
+def test_mapped_raises_an_items_error_where_its_result_would_come():
+    def work(item: int) -> int:
+        if item == 2:
+            raise ValueError("slice 2 is broken")
+        return item
+
+    got = []
+    with pytest.raises(ValueError, match="slice 2 is broken"), lake.mapped(work, range(6)) as results:
+        for result in results:
+            got.append(result)
+    assert got == [0, 1]
+
+
+def test_leaving_mapped_early_starts_no_more_items_and_waits_for_those_running():
+    pulled, finished = [], []
+
+    def items():
+        for item in range(10):
+            pulled.append(item)
+            yield item
+
+    def work(item: int) -> int:
+        time.sleep(0.05)
+        finished.append(item)
+        return item
+
+    with lake.mapped(work, items()) as results:
+        assert next(results) == 0
+    # Item 1 was submitted beside item 0; nothing after it was pulled, and it has finished.
+    assert pulled == [0, 1]
+    assert sorted(finished) == [0, 1]
+
+
+def test_mapped_over_no_items_gives_no_results():
+    with lake.mapped(lambda item: item, []) as results:
+        assert list(results) == []

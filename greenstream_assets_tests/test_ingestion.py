@@ -7,6 +7,7 @@ import polars as pl
 
 from greenstream_assets import ingestion
 from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import LocalBlobStore
 from greenstream_assets_tests.conftest import csv
 
@@ -154,3 +155,37 @@ def test_a_day_takes_only_the_current_version_of_each_file_of_a_batch(tmp_path):
     assert ingestion.load_day_rows(lake_store, ledger, date(2024, 3, 5)).select(
         "meter_id", "energy_value"
     ).rows() == [("M2", "3")]
+
+
+def test_a_day_is_done_once_its_four_last_steps_recorded_its_files_and_an_older_day_on_two(tmp_path):
+    _, ledger, _ = ingest(tmp_path)
+    store = LocalBlobStore(tmp_path / "lake")
+    digest = ingestion.files_digest(ingestion.day_files(ledger, MON))
+    lake.write_json(store, lake.raw_manifest_key(MON), {"files_digest": digest})
+
+    def stale() -> bool:
+        return MON in ingestion.stale_days(store, ledger)
+
+    assert lake.DAY_DONE_STEPS == ("daily_peaks", "faulty_meters", "faulty_meter_incidents", "daily_quality")
+    assert stale()
+    for step in lake.DAY_DONE_STEPS[:-1]:
+        lake.mark_day_done(store, MON, step)
+        assert stale()  # a run that failed before daily_quality
+    lake.mark_day_done(store, MON, "daily_quality")
+    assert not stale()
+
+    # A day finished before the last two steps recorded it: the markers of the first two, holding
+    # only the digest, say it is done; with another digest, it is stale.
+    for step in lake.DAY_DONE_STEPS:
+        store.delete(lake.day_done_key(MON, step))
+    for step in ("daily_peaks", "faulty_meters"):
+        lake.write_json(store, lake.day_done_key(MON, step), {"files_digest": digest})
+    assert not stale()
+    lake.write_json(store, lake.day_done_key(MON, "faulty_meters"), {"files_digest": "an older digest"})
+    assert stale()
+    # Run again by this version and failed after the first three: stale, whatever the old markers.
+    for step in lake.DAY_DONE_STEPS[:-1]:
+        lake.mark_day_done(store, MON, step)
+    assert stale()
+    lake.mark_day_done(store, MON, "daily_quality")
+    assert not stale()

@@ -4,7 +4,6 @@ report, the faulty-meter registry, forecasting features, and data quality over t
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -31,14 +30,6 @@ HISTORY_COLUMNS = ["meter_id", "reading_ts", "energy_kw", "is_missing", "is_anom
 
 def _existing(store: BlobStore, keys: list[str]) -> list[str]:
     return [key for key in keys if store.exists(key)]
-
-
-def _for_meters(
-    paths: list[Path], columns: list[str], meters: pl.Series, where: pl.Expr | None = None
-) -> pl.DataFrame | None:
-    """Rows of these meters from earlier days' Parquet files (None when there are none): a slice
-    of the day needs only its own meters' history (and of it only what ``where`` keeps)."""
-    return lake.read_meters(paths, columns, meters, where)
 
 
 ESTIMATED = dg.AssetKey("estimated_readings")
@@ -137,7 +128,7 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
             )
 
         def grid(part: pl.DataFrame) -> pl.DataFrame:
-            history = _for_meters(
+            history = lake.read_meters(
                 history_paths,
                 HISTORY_COLUMNS,
                 part.get_column("meter_id").unique(),
@@ -149,7 +140,7 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
         def outputs(estimated: pl.DataFrame) -> None:
             if feature:
                 meters = estimated.get_column("meter_id").unique()
-                history = _for_meters(feature_paths, list(features.HISTORY_COLUMNS), meters)
+                history = lake.read_meters(feature_paths, list(features.HISTORY_COLUMNS), meters)
                 table = features.hourly_features(estimated, history, config)
                 features_out.write(table)
                 head.add(table)
@@ -275,6 +266,7 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
     storage.open_warehouse().replace_day(
         "faulty_incident_days", day, found.with_columns(reading_date=pl.lit(day))
     )
+    lake.mark_day_done(store, day, "faulty_meter_incidents")
     known = (
         previous_open.select(incidents.KEY)
         if previous_open is not None
@@ -369,6 +361,7 @@ def daily_quality(context: dg.AssetExecutionContext, storage: StorageResource, r
     }
     warehouse = storage.open_warehouse()
     warehouse.replace_day("daily_quality", day, pl.DataFrame([row]))
+    lake.mark_day_done(store, day, "daily_quality")
     window_start = day - timedelta(days=config.drift_window_days)
     history = warehouse.query(
         "SELECT reading_date, rows_in, anomalies, invalid_rows FROM daily_quality "

@@ -122,8 +122,13 @@ def raw_manifest_key(day: date) -> str:
 
 
 # The last steps of a day write these when they succeed: a day is done when every one of them
-# carries the digest of the day's current files.
-DAY_DONE_STEPS = ("daily_peaks", "faulty_meters")
+# carries the digest of the day's current files. Every other step of the day is upstream of one of
+# them (VEE and the reports of daily_quality, the table and archive of faulty_meter_incidents),
+# and a step whose upstream failed is skipped, so a run that fails anywhere leaves its day stale.
+DAY_DONE_STEPS = ("daily_peaks", "faulty_meters", "faulty_meter_incidents", "daily_quality")
+# What marked a day done before the four: a day finished then is done if these two carry its
+# digest. Their markers say which steps they were written with; the older ones say nothing.
+LEGACY_DAY_DONE_STEPS = ("daily_peaks", "faulty_meters")
 
 
 def day_done_key(day: date, step: str) -> str:
@@ -133,15 +138,23 @@ def day_done_key(day: date, step: str) -> str:
 def mark_day_done(store: BlobStore, day: date, step: str) -> None:
     """Record that ``step`` finished ``day`` from the files in the day's raw manifest."""
     digest = read_json(store, raw_manifest_key(day))["files_digest"]
-    write_json(store, day_done_key(day, step), {"files_digest": digest})
+    write_json(
+        store, day_done_key(day, step), {"files_digest": digest, "day_done_steps": list(DAY_DONE_STEPS)}
+    )
 
 
 def day_done_digests(store: BlobStore, day: date) -> set[str | None]:
-    digests = set()
+    """The files' digests the day's last steps recorded (None for a step that has not finished the
+    day): one digest, the current files', when the day is done."""
+    markers = {}
     for step in DAY_DONE_STEPS:
         key = day_done_key(day, step)
-        digests.add(read_json(store, key)["files_digest"] if store.exists(key) else None)
-    return digests
+        markers[step] = read_json(store, key) if store.exists(key) else None
+    legacy = [markers[step] for step in LEGACY_DAY_DONE_STEPS]
+    if all(m is not None and "day_done_steps" not in m for m in legacy):
+        # Finished before the day needed four markers, and not run since.
+        return {m["files_digest"] for m in legacy}  # type: ignore[index]
+    return {m["files_digest"] if m is not None else None for m in markers.values()}
 
 
 def staging_key(day: date, batch: str) -> str:

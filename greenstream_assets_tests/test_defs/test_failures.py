@@ -5,10 +5,12 @@ import sys
 from datetime import date
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from greenstream_assets.definitions import build_definitions
 from greenstream_assets.defs.jobs import daily_job, ingest_job
+from greenstream_assets.rules import features
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
@@ -76,6 +78,51 @@ def test_a_failed_table_load_publishes_no_archive_either(platform, monkeypatch):
         assert run_landing_zone(instance=platform.instance, resources=resources).failed
     assert lake.read_parquet(platform.lake, lake.archive_key(MON)).equals(before)
     assert readings(platform) == [("M1", 1.0), ("M2", 2.0)]
+
+
+@pytest.mark.parametrize("platform", ["local"], indirect=True)
+def test_a_slice_failing_on_the_reports_thread_publishes_none_of_the_three_outputs(platform, monkeypatch):
+    """estimate_and_report makes a slice's features on a thread of its own while the next slices'
+    grids are estimated. An error there fails the step before anything is published: the grid, the
+    features and the per-meter report keep the previous version, and a rerun completes the day."""
+    resources = {"storage": platform.storage}
+    meters = [f"M{i:02d}" for i in range(12)]
+    platform.drop("a.csv", csv(*(f"{m},2024-03-04T17:00:00Z,1,kW" for m in meters)))
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    grid_key, features_key = lake.estimated_key(MON), lake.features_key(MON)
+    # 12 meters at 4 rows a slice: three slices, so the second one's features fail with the
+    # first slice's already made and the third's grid on its way.
+    assert lake.parquet_row_groups(platform.lake, grid_key) == 3
+    grid, hourly = lake.read_parquet(platform.lake, grid_key), lake.read_parquet(platform.lake, features_key)
+    peaks_sql = "SELECT meter_id, peak_kw FROM meter_daily_peaks ORDER BY meter_id"
+    assert platform.query(peaks_sql).rows() == [(m, 1.0) for m in meters]
+
+    original, calls = features.hourly_features, []
+
+    def failing_after_the_first_slice(estimated, history, config):
+        calls.append(estimated.get_column("meter_id").n_unique())
+        if len(calls) > 1:
+            raise OSError("disk full while writing the features")
+        return original(estimated, history, config)
+
+    platform.drop("a.csv", csv(*(f"{m},2024-03-04T17:00:00Z,2,kW" for m in meters)))
+    with monkeypatch.context() as patch:
+        patch.setattr(features, "hourly_features", failing_after_the_first_slice)
+        failed = run_landing_zone(instance=platform.instance, resources=resources)
+    assert len(failed.failed) == 1 and failed.failed[0].startswith("2024-03-04: FAILED")
+    # The first attempt got as far as the second slice (then three retries, each stopped at once).
+    assert calls[1] > 0 and len(calls) == 5
+    assert lake.read_parquet(platform.lake, grid_key).equals(grid)
+    assert lake.read_parquet(platform.lake, features_key).equals(hourly)
+    assert platform.query(peaks_sql).rows() == [(m, 1.0) for m in meters]
+
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    assert platform.query(peaks_sql).rows() == [(m, 2.0) for m in meters]
+    at_five = lake.read_parquet(platform.lake, grid_key).filter(pl.col("reading_ts").dt.hour() == 17)
+    assert (
+        at_five.filter(pl.col("reading_ts").dt.minute() == 0).get_column("value_kw").to_list() == [2.0] * 12
+    )
+    assert lake.read_parquet(platform.lake, features_key).get_column("meter_id").n_unique() == 12
 
 
 def test_the_table_and_the_archive_materialize_alone(platform):

@@ -1,7 +1,6 @@
 """Outputs people act on beyond the core chain: VEE estimates and completeness, the per-meter peak
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
 
@@ -151,20 +150,16 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
         # grids are estimated, two at once (polars releases the GIL); one slice's outputs in flight,
         # so they are written in slice order.
         grids = stack.enter_context(lake.mapped(grid, slices)) if estimate else slices
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs"))
-        pending: Future[None] | None = None
+        made = stack.enter_context(lake.OneBehind("outputs"))
         for estimated in grids:
             if estimate:
                 grid_out.write(estimated)
                 for code, n in estimated.group_by("quality_code").len().iter_rows():
                     codes[code] = codes.get(code, 0) + n
                 complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(outputs, estimated)
+            made.submit(outputs, estimated)
             del estimated
-        if pending is not None:
-            pending.result()
+        made.close()
     warehouse = storage.open_warehouse()
     if estimate:
         complete = pl.concat(complete_parts).sort("meter_id").with_columns(reading_date=pl.lit(day))

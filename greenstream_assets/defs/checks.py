@@ -1,13 +1,13 @@
 """The bridge from pandera to Dagster asset checks: counts per failed check and a sample table."""
 
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
 from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.storage import lake
 
 RAW_SCHEMA = "raw_schema"
 CLEANSED_SCHEMA = "cleansed_schema"
@@ -54,20 +54,11 @@ class SchemaCheck:
         self.failures = 0
         self.per_check: dict[tuple[str, str], int] = {}
         self.samples: list[pl.DataFrame] = []
-        self._thread: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
+        self._behind = lake.OneBehind("schema-check")
 
     def add(self, frame: pl.DataFrame) -> None:
-        self._wait()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
-        self._pending = self._thread.submit(self._validate, frame, self.rows)
+        self._behind.submit(self._validate, frame, self.rows)
         self.rows += frame.height
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
 
     def _validate(self, frame: pl.DataFrame, offset: int) -> None:
         try:
@@ -100,12 +91,7 @@ class SchemaCheck:
         self.samples.append(owned(sample.with_columns(pl.col("index") + offset)))
 
     def result(self, check_name: str, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
-        try:
-            self._wait()
-        finally:
-            if self._thread is not None:
-                self._thread.shutdown()
-                self._thread = None
+        self._behind.close()
         metadata: dict[str, dg.RawMetadataValue] = {
             "rows_checked": dg.MetadataValue.int(self.rows),
             "failures": dg.MetadataValue.int(self.failures),

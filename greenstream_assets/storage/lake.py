@@ -395,6 +395,49 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
             yield item  # type: ignore[misc]
 
 
+class OneBehind:
+    """Calls run on a thread of their own, one at a time and at most one behind the caller:
+    ``submit`` first waits for the call before it (raising its error, if it failed), so the caller
+    works out the next slice while this one is written or checked. Leaving the block (or ``close``)
+    waits for the last call and ends the thread.
+
+        with lake.OneBehind("writer") as behind:
+            for part in parts:
+                behind.submit(write, part)
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: Future[Any] | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.wait()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        self._pending = self._thread.submit(fn, *args)
+
+    def wait(self) -> None:
+        """Until the last call submitted has finished; its error, if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown()
+                self._thread = None
+
+    def __enter__(self) -> OneBehind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @contextmanager
 def mapped(fn: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[Iterator[U]]:
     """``fn`` of each item, in the items' order, with up to ``workers`` items worked on at once on
@@ -475,31 +518,31 @@ class SliceWriter:
         self.schema: pl.Schema | None = None
         self._writer: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
+        self._behind: OneBehind | None = None
 
     def __enter__(self) -> SliceWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="greenstream-")
         self.path = Path(self._tmp.name) / ("part.arrow" if self.arrow else "part.parquet")
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-writer")
+        self._behind = OneBehind("slice-writer")
         return self
 
     def write(self, frame: pl.DataFrame) -> None:
-        assert self._thread is not None, "use SliceWriter in a with block"
+        assert self._behind is not None, "use SliceWriter in a with block"
         if self.schema is None:
             self.schema = frame.schema
         elif frame.schema != self.schema:
             frame = frame.select(self.schema.names()).cast(dict(self.schema))
         # Polars' string views go to Parquet and Arrow as they are (no copy into large strings).
         table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
-        self._wait()
+        # The slice before is written first (the writer is opened, and its schema read, here).
+        self._behind.wait()
         if self._writer is None:
             self._arrow_schema = table.schema
             self._writer = self._open(table.schema)
         elif table.schema != self._arrow_schema:
             table = table.cast(self._arrow_schema)
         # Every slice gets its row group (record batch), empty or not: group k is slice k.
-        self._pending = self._thread.submit(self._write, table)
+        self._behind.submit(self._write, table)
         self.rows += table.num_rows
 
     def _open(self, schema: Any) -> Any:
@@ -529,20 +572,14 @@ class SliceWriter:
             batch = pa.RecordBatch.from_pylist([], schema=self._arrow_schema)
         self._writer.write_batch(batch)
 
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._tmp is not None and self._thread is not None
+        assert self._tmp is not None and self._behind is not None
         try:
             try:
-                self._wait()
+                self._behind.close()
             finally:
-                self._thread.shutdown()
                 if self._writer is not None:
                     if self.meter_slices:
                         self._writer.add_key_value_metadata({METER_SLICES: "1"})

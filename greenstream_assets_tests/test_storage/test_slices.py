@@ -285,3 +285,34 @@ def test_leaving_mapped_early_starts_no_more_items_and_waits_for_those_running()
 def test_mapped_over_no_items_gives_no_results():
     with lake.mapped(lambda item: item, []) as results:
         assert list(results) == []
+
+
+def test_one_behind_runs_calls_in_order_one_behind_the_caller_and_raises_their_errors():
+    done, gate = [], threading.Event()
+
+    def first() -> None:
+        gate.wait(10)
+        done.append(1)
+
+    with lake.OneBehind("test") as behind:
+        behind.submit(first)
+        # The caller goes on while the call runs...
+        assert done == []
+        gate.set()
+        # ...and the next call waits for it.
+        behind.submit(done.append, 2)
+        assert done[0] == 1
+    assert done == [1, 2]
+
+    def broken() -> None:
+        raise ValueError("row group 3 could not be written")
+
+    behind = lake.OneBehind("test")
+    behind.submit(broken)
+    with pytest.raises(ValueError, match="row group 3"):
+        behind.submit(done.append, 3)
+    behind.close()
+    assert done == [1, 2]
+    behind.submit(broken)
+    with pytest.raises(ValueError, match="row group 3"):
+        behind.close()

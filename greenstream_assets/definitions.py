@@ -4,12 +4,23 @@ import gc
 import os
 import warnings
 
-import dagster as dg
+# What loading the code location allocates (Dagster's definitions, pandera with what it imports:
+# about a million objects) lives as long as the process. The garbage collector is paused while
+# it loads: its allocations would set off a full collection in the middle of the imports, which
+# scans all of it with the GIL held (~0.1 s). Frozen at the end of this module, it is left out of
+# every later full collection too.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    import dagster as dg
 
-from greenstream_assets.defs import analytics, ingestion, operations, quality, reports, warehouse
-from greenstream_assets.defs.jobs import daily_job, ingest_job
-from greenstream_assets.defs.resources import RulesResource, StorageResource
-from greenstream_assets.defs.sensors import landing_zone_sensor
+    from greenstream_assets.defs import analytics, ingestion, operations, quality, reports, warehouse
+    from greenstream_assets.defs.jobs import daily_job, ingest_job
+    from greenstream_assets.defs.resources import RulesResource, StorageResource
+    from greenstream_assets.defs.sensors import landing_zone_sensor
+finally:
+    if _collecting:
+        gc.enable()
 
 
 def default_storage() -> StorageResource:
@@ -67,8 +78,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
 
 defs = build_definitions()
 
-# What is loaded by now (Dagster, polars, pandera, these definitions: about a million objects)
-# lives as long as the process. Frozen, it is left out of the garbage collector's full
-# collections, which otherwise scan all of it with the GIL held, ~0.15-0.3 s each, in the middle
-# of a run's steps (README, "Benchmarks"). It is only ever freed at exit anyway.
+# Everything loaded by now, frozen: left out of the garbage collector's full collections, which
+# otherwise scan all of it with the GIL held, ~0.15-0.3 s each, in the middle of a run's steps
+# (README, "Benchmarks"). It is only ever freed at exit anyway.
 gc.freeze()

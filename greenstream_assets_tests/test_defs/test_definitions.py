@@ -153,17 +153,29 @@ def test_the_package_sets_polars_allocator_before_polars_loads(operator_setting,
 
 FREEZE_PROBE = """
 import gc
+import sys
 import greenstream_assets.defs.resources  # Dagster and polars, as a run worker has them first
+if sys.argv[1] == "disabled":
+    gc.disable()
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
 before = gc.get_freeze_count()
 import greenstream_assets.definitions
-print(before, gc.get_freeze_count() > 100_000)
+print(before, gc.get_freeze_count() > 100_000, len(full), gc.isenabled())
 """
 
 
-def test_loading_the_code_location_freezes_what_it_loaded():
-    """What the code location loads lives as long as the process: loading it moves it out of the
-    garbage collector's full collections (which would otherwise scan it all in a run's steps)."""
+@pytest.mark.parametrize("collector", ["enabled", "disabled"])
+def test_loading_the_code_location_freezes_what_it_loaded(collector):
+    """What the code location loads lives as long as the process: no full collection while it
+    loads (pandera and pandas alone set one off), then it is moved out of the garbage collector's
+    full collections (which would otherwise scan it all in a run's steps). The collector is left
+    as it was found."""
     probe = subprocess.run(
-        [sys.executable, "-c", FREEZE_PROBE], env=dict(os.environ), capture_output=True, text=True, check=True
+        [sys.executable, "-c", FREEZE_PROBE, collector],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert probe.stdout.split() == ["0", "True"]
+    assert probe.stdout.split() == ["0", "True", "0", str(collector == "enabled")]

@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as db
 import yaml
+from dagster._core.storage.event_log import SqlEventLogStorageMetadata
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy import event
 
 from greenstream_assets.defs import instance as local_instance
@@ -216,3 +218,128 @@ def test_it_can_be_configured_as_the_event_log_alone(tmp_path, monkeypatch):
         assert event_types(instance, run_id)[-1] == "PIPELINE_SUCCESS"
         assert set(instance.event_log_storage.kept_databases()) == {"index", run_id}
     assert (home / "history" / "runs" / f"{run_id}.db").is_file()
+
+
+def database_layout(path: Path) -> tuple[list[tuple[str, str, str]], list[str], str]:
+    """A SQLite file's tables and indexes (their SQL), its Alembic revision and journal mode."""
+    engine = db.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            schema = conn.exec_driver_sql(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+            ).all()
+            revisions = [row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    finally:
+        engine.dispose()
+    return [tuple(row) for row in schema], revisions, mode
+
+
+def test_a_new_run_database_is_the_one_dagster_makes(tmp_path):
+    # Made in one transaction with the migration scripts read once per process, instead of
+    # Dagster's ~45 statements committed one by one and the scripts read twice: the same tables,
+    # indexes, head revision and WAL mode as Dagster's own event log gives a new run.
+    ours = KeptConnectionsEventLogStorage(str(tmp_path / "ours"))
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    for storage in (ours, stock):
+        with storage.run_connection("a-run") as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM event_logs").scalar()
+    made, expected = (database_layout(tmp_path / folder / "a-run.db") for folder in ("ours", "stock"))
+    assert made == expected
+    schema, revisions, mode = made
+    assert [name for kind, name, _ in schema if kind == "table"] == [
+        "alembic_version",
+        "asset_check_executions",
+        "asset_event_tags",
+        "asset_keys",
+        "concurrency_limits",
+        "concurrency_slots",
+        "dynamic_partitions",
+        "event_logs",
+        "pending_steps",
+        "secondary_indexes",
+    ]
+    assert revisions == [local_instance._migration_scripts().get_current_head()] and mode == "wal"
+    ours.dispose()
+
+
+def test_a_database_that_holds_a_revision_is_left_as_it_is(tmp_path):
+    # As Dagster's: an older database is migrated by `dagster instance migrate`, not on connect.
+    base = tmp_path / "runs"
+    base.mkdir()
+    engine = db.create_engine(f"sqlite:///{base / 'old-run.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('an-older-one')")
+        conn.exec_driver_sql("CREATE TABLE event_logs (id INTEGER PRIMARY KEY, event TEXT)")
+    engine.dispose()
+    before = database_layout(base / "old-run.db")
+    storage = KeptConnectionsEventLogStorage(str(base))
+    with storage.run_connection("old-run") as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM event_logs").scalar() == 0
+    storage.dispose()
+    assert database_layout(base / "old-run.db") == before
+    assert before[1] == ["an-older-one"]
+
+
+def test_an_unstamped_database_is_made_again(tmp_path):
+    # What a crash in the middle of Dagster's statement-by-statement creation leaves (some tables, no
+    # revision), or an empty file: completed and stamped, as Dagster's own would.
+    base = tmp_path / "runs"
+    base.mkdir()
+    engine = db.create_engine(f"sqlite:///{base / 'half.db'}")
+    with engine.begin() as conn:
+        SqlEventLogStorageMetadata.tables["event_logs"].create(conn)
+    engine.dispose()
+    (base / "empty.db").touch()
+    storage = KeptConnectionsEventLogStorage(str(base))
+    for name in ("half", "empty"):
+        with storage.run_connection(name) as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM event_logs").scalar() == 0
+    storage.dispose()
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    with stock.run_connection("new") as conn:
+        conn.exec_driver_sql("SELECT 1")
+    expected = database_layout(tmp_path / "stock" / "new.db")
+    assert database_layout(base / "half.db") == expected
+    assert database_layout(base / "empty.db") == expected
+
+
+def first_writes_at_once(base: str, run_id: str) -> list[BaseException]:
+    """Two storages (as two processes have) write first to the same new run database at once."""
+    storages = [KeptConnectionsEventLogStorage(base) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def first_write(storage: KeptConnectionsEventLogStorage, n: int) -> None:
+        try:
+            barrier.wait()
+            with storage.run_connection(run_id) as conn:
+                conn.exec_driver_sql("INSERT INTO secondary_indexes (name) VALUES (?)", (f"writer-{n}",))
+        except BaseException as err:  # noqa: BLE001  (surfaced by the caller's assertion)
+            errors.append(err)
+
+    threads = [threading.Thread(target=first_write, args=(s, n)) for n, s in enumerate(storages)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for storage in storages:
+        storage.dispose()
+    return errors
+
+
+def test_processes_making_the_same_run_database_at_once_both_use_it(tmp_path):
+    # The webserver and a run worker can both be first to a run's database: one makes it, the other
+    # finds it made (or retries through Dagster's own creation) and both write to it.
+    for attempt in range(5):
+        run_id = f"run-{attempt}"
+        assert first_writes_at_once(str(tmp_path / "runs"), run_id) == []
+        engine = db.create_engine(f"sqlite:///{tmp_path / 'runs' / f'{run_id}.db'}")
+        with engine.connect() as conn:
+            assert sorted(conn.exec_driver_sql("SELECT name FROM secondary_indexes").scalars()) == [
+                "writer-0",
+                "writer-1",
+            ]
+            assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+        engine.dispose()

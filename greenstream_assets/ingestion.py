@@ -155,13 +155,15 @@ def ingest_new_files(
     lake_store: BlobStore,
     config: RulesConfig,
     now: datetime | None = None,
-    max_workers: int = 16,
+    max_workers: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> IngestReport:
     """Stage every landing-zone object whose version the ledger has not seen. Idempotent.
 
-    Objects are fetched concurrently (a day can be 50,000 small per-meter files); each file is
-    parsed on its own (a broken one fails alone) and the day split runs once per chunk, vectorized.
+    Objects are fetched concurrently (a day can be 50,000 small per-meter files), on as many threads
+    as the busier of the two stores keeps busy (``io_workers``: 4 for a folder, 16 for S3); each
+    file is parsed on its own (a broken one fails alone) and the day split runs once per chunk,
+    vectorized.
     """
     now = now or datetime.now(UTC)
     ledger = load_ledger(lake_store)
@@ -205,7 +207,8 @@ def ingest_new_files(
     touched_keys: set[str] = set()
     chunks = _chunks(todo, chunk_bytes)
     packs: list[Future] = []
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+    workers = max_workers or max(landing.io_workers, lake_store.io_workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         # The next chunk's files are fetched and parsed while this one is split and staged: two
         # chunks in flight at most, so memory stays bounded and the cores stay busy.
         ahead = [pool.submit(fetch, obj) for obj in chunks[0]]

@@ -1,6 +1,7 @@
 """Ingestion: plain files parsed a chunk at a time stage exactly what file-by-file parsing stages."""
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -9,6 +10,7 @@ from greenstream_assets import ingestion
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import LocalBlobStore
+from greenstream_assets.storage.s3 import S3BlobStore
 from greenstream_assets_tests.conftest import csv
 
 MON = date(2024, 3, 4)
@@ -189,3 +191,39 @@ def test_a_day_is_done_once_its_four_last_steps_recorded_its_files_and_an_older_
     assert stale()
     lake.mark_day_done(store, MON, "daily_quality")
     assert not stale()
+
+
+class ThreadCounts:
+    """ThreadPoolExecutor standing in for ingestion's, recording how many workers it was given."""
+
+    def __init__(self) -> None:
+        self.workers: list[int] = []
+
+    def __call__(self, max_workers: int):
+        self.workers.append(max_workers)
+        return ThreadPoolExecutor(max_workers=max_workers)
+
+
+class RemoteLake(LocalBlobStore):
+    """A folder standing in for a store of network round trips (S3 asks for 16 threads)."""
+
+    io_workers = 16
+
+
+def test_files_are_fetched_on_the_threads_the_busier_store_asks_for(tmp_path, monkeypatch):
+    # A folder's reads are quick system calls among Python work holding the GIL: 4 threads. With
+    # S3 on either side, 16; and the caller's own number wins.
+    counts = ThreadCounts()
+    monkeypatch.setattr(ingestion, "ThreadPoolExecutor", counts)
+    landing = LocalBlobStore(tmp_path / "landing")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    cases = [
+        (LocalBlobStore(tmp_path / "lake1"), None),
+        (RemoteLake(tmp_path / "lake2"), None),
+        (LocalBlobStore(tmp_path / "lake3"), 7),
+    ]
+    for lake_store, workers in cases:
+        report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, max_workers=workers)
+        assert report.rows_staged == 2
+    assert counts.workers == [4, 16, 7]
+    assert (LocalBlobStore.io_workers, S3BlobStore.io_workers) == (4, 16)

@@ -20,13 +20,17 @@ class UnsafeKey(ValueError):
 
 
 def check_key(key: str) -> str:
-    parts = key.split("/")
+    # Between slashes added at both ends, an empty, "." or ".." part (a leading or trailing slash
+    # included) shows as "//", "/./" or "/../": substring tests, as a day of 50,000 per-meter files
+    # checks 100,000 keys.
+    bounded = f"/{key}/"
     if (
         not key
-        or key.startswith("/")
         or "\\" in key
         or "\x00" in key
-        or any(part in ("", ".", "..") for part in parts)
+        or "//" in bounded
+        or "/./" in bounded
+        or "/../" in bounded
     ):
         raise UnsafeKey(f"unsafe object key {key!r}")
     return key
@@ -42,6 +46,8 @@ class ObjectInfo:
 
 class BlobStore(Protocol):
     url: str
+    # Threads that keep the store busy when many objects are read or written at once (ingestion).
+    io_workers: int
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
@@ -77,6 +83,11 @@ class BlobStore(Protocol):
 class LocalBlobStore:
     """A folder as a blob store; writes go to a temporary file and are renamed into place."""
 
+    # A file's read is a quick system call among Python work that holds the GIL: more threads than
+    # this only contend for it. Ingesting 50,000 per-meter files took 8.2-8.7 s on 8-16 threads
+    # and 6.2-7.0 s on 2-4; 24 batch files 1.34-1.38 s on 4 and 1.44-1.47 s on 16.
+    io_workers = 4
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.url = str(self.root)
@@ -85,21 +96,41 @@ class LocalBlobStore:
         return self.root / check_key(key)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        base = self.root / prefix if prefix else self.root
-        if not base.is_dir():
+        """Every object under ``prefix``: a folder's files by name, then its subfolders by name
+        (as ``os.walk`` goes, top down, not into linked folders), hidden names (in-flight
+        temporary files) left out. Plain strings and ``os.scandir``: a landing zone of 50,000
+        per-meter files is listed at every ingestion."""
+        base = os.path.join(self.url, prefix) if prefix else self.url
+        if not os.path.isdir(base):
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):  # in-flight temporary files
+        yield from self._list_folder(base, os.path.relpath(base, self.url).replace(os.sep, "/"))
+
+    def _list_folder(self, folder: str, key_prefix: str) -> Iterator[ObjectInfo]:
+        files, folders = [], []
+        try:
+            entries = os.scandir(folder)
+        except OSError:  # gone since it was listed, or unreadable: skipped, as os.walk does
+            return
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
                     continue
-                path = Path(dirpath) / name
-                stat = path.stat()
-                key = path.relative_to(self.root).as_posix()
-                yield ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}")
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        folders.append(entry)
+                else:
+                    files.append(entry)
+        lead = "" if key_prefix == "." else key_prefix + "/"
+        for entry in sorted(files, key=lambda e: e.name):
+            stat = entry.stat()
+            yield ObjectInfo(lead + entry.name, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}")
+        for entry in sorted(folders, key=lambda e: e.name):
+            yield from self._list_folder(entry.path, lead + entry.name)
 
     def read(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        # A plain string path and an unbuffered read: 50,000 small files a day.
+        with open(f"{self.url}/{check_key(key)}", "rb", buffering=0) as handle:
+            return handle.readall()
 
     def read_tail(self, key: str, size: int) -> bytes:
         with self._path(key).open("rb") as handle:

@@ -28,6 +28,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 class S3BlobStore:
+    # Each request is a network round trip: many in flight keep a day of per-meter files moving.
+    io_workers = 16
+
     def __init__(self, url: str, client_factory: Callable[[], Any]) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}"

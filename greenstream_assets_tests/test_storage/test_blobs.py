@@ -122,3 +122,45 @@ def test_a_failed_publish_of_a_file_leaves_the_previous_object(tmp_path, monkeyp
     assert raised.value is error
     assert store.read("layers/day.parquet") == b"old version"
     assert sorted(p.name for p in (tmp_path / "lake" / "layers").iterdir()) == ["day.parquet"]
+
+
+def test_listing_goes_through_folders_as_os_walk_does(tmp_path):
+    # A folder's files by name, then its subfolders by name, depth first; hidden names (in-flight
+    # temporary files, hidden folders) left out, linked folders not entered; a prefix lists its own.
+    for name in [
+        "b.csv",
+        "a.csv",
+        "2024-03-05/z.csv",
+        "2024-03-04/m 2.csv",
+        "2024-03-04/m1.csv",
+        "2024-03-04/sub/deeper/x.csv",
+        "2024-03-04/.m3.csv.1234.tmp",
+        ".hidden/secret.csv",
+        "empty/.keep",
+    ]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "linked").symlink_to(tmp_path / "2024-03-05", target_is_directory=True)
+    (tmp_path / "c-link.csv").symlink_to(tmp_path / "a.csv")
+    store = LocalBlobStore(tmp_path)
+    listed = list(store.list())
+    assert [o.key for o in listed] == [
+        "a.csv",
+        "b.csv",
+        "c-link.csv",
+        "2024-03-04/m 2.csv",
+        "2024-03-04/m1.csv",
+        "2024-03-04/sub/deeper/x.csv",
+        "2024-03-05/z.csv",
+    ]
+    assert [o.size for o in listed] == [5, 5, 5, 18, 17, 27, 16]
+    stat = (tmp_path / "2024-03-04/m1.csv").stat()
+    assert listed[4].version == f"{stat.st_size}-{stat.st_mtime_ns}"
+    assert [o.key for o in store.list("2024-03-04")] == [
+        "2024-03-04/m 2.csv",
+        "2024-03-04/m1.csv",
+        "2024-03-04/sub/deeper/x.csv",
+    ]
+    assert [o.key for o in store.list("2024-03-04/sub/")] == ["2024-03-04/sub/deeper/x.csv"]
+    assert list(store.list("nothing-here")) == []
+    assert store.read("2024-03-04/m 2.csv") == b"2024-03-04/m 2.csv"

@@ -24,14 +24,7 @@ def check_key(key: str) -> str:
     # included) shows as "//", "/./" or "/../": substring tests, as a day of 50,000 per-meter files
     # checks 100,000 keys.
     bounded = f"/{key}/"
-    if (
-        not key
-        or "\\" in key
-        or "\x00" in key
-        or "//" in bounded
-        or "/./" in bounded
-        or "/../" in bounded
-    ):
+    if not key or "\\" in key or "\x00" in key or "//" in bounded or "/./" in bounded or "/../" in bounded:
         raise UnsafeKey(f"unsafe object key {key!r}")
     return key
 

@@ -227,3 +227,23 @@ def test_files_are_fetched_on_the_threads_the_busier_store_asks_for(tmp_path, mo
         assert report.rows_staged == 2
     assert counts.workers == [4, 16, 7]
     assert (LocalBlobStore.io_workers, S3BlobStore.io_workers) == (4, 16)
+
+
+def test_a_local_file_whose_name_holds_a_backslash_is_set_aside_and_the_rest_ingested(tmp_path):
+    # A plain character on Linux, but never a lake key: the file is kept under failed/ with its
+    # note, and every other file of the landing zone is staged (it used to fail the whole run).
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    (tmp_path / "landing" / "m\\1.csv").write_bytes(FILES["b.csv"].encode())
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert (report.files_staged, report.files_failed, report.rows_staged) == (1, 1, 2)
+    assert report.failures == [
+        {"key": "m\\1.csv", "reason": "unsafe_key", "detail": "unsafe object key 'm\\\\1.csv'"}
+    ]
+    (note_key,) = [o.key for o in lake_store.list("failed/") if o.key.endswith(".reason.json")]
+    note = lake.read_json(lake_store, note_key)
+    assert (note["source_key"], note["reason"]) == ("m\\1.csv", "unsafe_key")
+    assert lake_store.read(note_key.removesuffix(".reason.json")) == FILES["b.csv"].encode()
+    # Recorded in the ledger: the next ingestion reads nothing again.
+    again = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert (again.files_staged, again.files_failed, again.files_unchanged) == (0, 0, 0)

@@ -164,3 +164,19 @@ def test_listing_goes_through_folders_as_os_walk_does(tmp_path):
     assert [o.key for o in store.list("2024-03-04/sub/")] == ["2024-03-04/sub/deeper/x.csv"]
     assert list(store.list("nothing-here")) == []
     assert store.read("2024-03-04/m 2.csv") == b"2024-03-04/m 2.csv"
+
+
+def test_a_listed_file_with_a_backslash_in_its_name_can_be_read_but_not_written(tmp_path):
+    # A folder's listing can give a name with a backslash (a plain character on Linux); reading
+    # it lets ingestion set the file aside. The parts a backslash would separate are still checked.
+    (tmp_path / "a\\b.csv").write_bytes(b"kept")
+    (tmp_path / "x").mkdir()
+    store = LocalBlobStore(tmp_path / "x")
+    outside = LocalBlobStore(tmp_path)
+    assert [o.key for o in outside.list()] == ["a\\b.csv"]
+    assert outside.read("a\\b.csv") == b"kept"
+    for key in ["..\\a\\b.csv", "sub\\..\\..\\a\\b.csv", "\\a\\b.csv", "a\\\\b.csv"]:
+        with pytest.raises(UnsafeKey):
+            store.read(key)
+    with pytest.raises(UnsafeKey):
+        outside.write("a\\b.csv", b"x")

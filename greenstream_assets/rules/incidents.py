@@ -131,16 +131,29 @@ def day_incidents(
     if instants_overlap(tail, today):
         tail = tail.join(today, on=["meter_id", "reading_ts"], how="anti")
     tail = tail.with_columns(_today=pl.lit(False))
+    previous = _previous_open(previous_open_incidents)
     near = near_zero(config)
     new_run = run_starts(near)
     sent = pl.concat([tail, today]).filter(~pl.col("is_missing") & pl.col("energy_kw").is_not_null())
+    if previous.height:
+        # An incident left open whose readings are not in the window (the meter sent only missing
+        # values, or nothing, on the tail's day) is still followed: its last near-zero reading
+        # stands in for it, so that today's first reading above the threshold closes it.
+        stand_ins = (
+            previous.select("meter_id", reading_ts="_prev_last_zero")
+            .join(sent.select("meter_id", "reading_ts"), on=["meter_id", "reading_ts"], how="anti")
+            .with_columns(energy_kw=pl.lit(0.0), is_missing=pl.lit(False), is_anomaly=pl.lit(False))
+            .cast(READING_SCHEMA)
+            .with_columns(_today=pl.lit(False))
+        )
+        sent = pl.concat([stand_ins, sent])
     # Only meters with a reading near zero (today or in the tail) can have an incident to report.
     candidates = sent.filter(stuck_reading(config)).get_column("meter_id").unique()
     rows = (
         sent.filter(pl.col("meter_id").is_in(candidates.implode()))
         .sort("meter_id", "reading_ts")
         .with_columns(near=near, run_id=new_run.cum_sum())
-        .join(_previous_open(previous_open_incidents), on="meter_id", how="left")
+        .join(previous, on="meter_id", how="left")
     )
     same_meter_next = pl.col("meter_id") == pl.col("meter_id").shift(-1)
     runs = (

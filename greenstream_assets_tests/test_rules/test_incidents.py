@@ -101,6 +101,31 @@ def test_meter_silent_the_next_day_stays_open() -> None:
     assert_frame_equal(incidents(LONG_D1, []), expected, check_exact=True)
 
 
+@pytest.mark.parametrize("d2", [day_of("m1", M2, [None] * 96), []], ids=["all missing", "no rows"])
+def test_open_incident_closed_after_a_day_without_readings(d2: list[tuple]) -> None:
+    # Open at the end of D1; on D2 the meter sends only missing values (or nothing), so D3's tail
+    # (the stuck meters' rows of D2) holds none of its rows; D3 it recovers.
+    d1 = incidents([], LONG_D1)
+    open_d1 = incidents_frame([("m1", M1 + 48 * Q, None, M1 + 95 * Q, 11.75, "open", 48)])
+    still_open = incidents(LONG_D1, d2, d1)
+    assert_frame_equal(still_open, open_d1, check_exact=True)
+    closed = incidents_frame([("m1", M1 + 48 * Q, M1 + 95 * Q, M1 + 95 * Q, 11.75, "closed", 48)])
+    recovered_d3 = day_of("m1", M3, [2.0] * 96)
+    assert_frame_equal(incidents([], recovered_d3, still_open), closed, check_exact=True)
+    assert_frame_equal(incidents(d2, recovered_d3, still_open), closed, check_exact=True)
+    # Another day without readings: still open, as it was.
+    assert_frame_equal(incidents([], day_of("m1", M3, [None] * 96), still_open), open_d1, check_exact=True)
+
+
+def test_open_incident_continued_after_a_day_without_readings() -> None:
+    # Zero again on D3 after a D2 of missing values: the same incident goes on, its readings added.
+    d1 = incidents([], LONG_D1)
+    d2 = incidents([], day_of("m1", M2, [None] * 96), d1)
+    d3 = day_of("m1", M3, [0.0] * 4 + [2.0] * 92)
+    expected = incidents_frame([("m1", M1 + 48 * Q, M3 + 3 * Q, M3 + 3 * Q, 36.75, "closed", 52)])
+    assert_frame_equal(incidents([], d3, d2), expected, check_exact=True)
+
+
 def test_missing_readings_across_midnight_do_not_break_the_run() -> None:
     d1 = day_of("m1", M1, [1.0] * 80 + [0.0] * 15 + [None])  # 20:00-23:30 zero, 23:45 missing
     d2 = day_of("m1", M2, [None] + [0.0] * 12 + [1.0] * 83)  # 00:00 missing, 00:15-03:00 zero

@@ -50,6 +50,19 @@ def unit_factor(unit: pl.Expr, unit_factors: dict[str, float]) -> pl.Expr:
     )
 
 
+def kw_value(number: pl.Expr, factor: pl.Expr) -> pl.Expr:
+    """``number`` in kW, given its unit's ``factor``: W -> value / 1000, exactly as the rule says.
+
+    A factor whose reciprocal is a whole number (0.001 for W) divides by that number, which gives
+    the double nearest the true quotient (9 W -> 0.009 kW); multiplying by 0.001 is off in the last
+    bit for about one whole number of watts in eight (9 * 0.001 = 0.009000000000000001). Other
+    factors (1 for kW, 1000 for a configured MW) multiply.
+    """
+    divisor = 1.0 / factor
+    divides = (factor < 1) & (divisor == divisor.round())
+    return pl.when(divides).then(number / divisor).otherwise(number * factor)
+
+
 def unit_columns(unit: pl.Series, unit_factors: dict[str, float]) -> tuple[pl.Series, pl.Series]:
     """``unit`` (the unit as sent, spaces stripped) and ``factor`` (``unit_factor``) of a whole
     column, worked out once per distinct unit: a day holds a handful of spellings."""

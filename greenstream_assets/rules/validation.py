@@ -13,7 +13,7 @@ import polars as pl
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.duplicates import mark_duplicates
 from greenstream_assets.rules.timestamps import parse_timestamp_column
-from greenstream_assets.rules.units import unit_columns, value_columns
+from greenstream_assets.rules.units import kw_value, unit_columns, value_columns
 
 # Quarantine reasons, in the order they are tested: a row gets the first that applies.
 MISSING_METER_ID = "missing_meter_id"
@@ -89,7 +89,7 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         value_text=pl.when(pl.col("is_missing") | pl.col("value_num").is_not_null())
         .then(None)
         .otherwise(value),
-        energy_kw=pl.col("value_num") * pl.col("factor"),
+        energy_kw=kw_value(pl.col("value_num"), pl.col("factor")),
     )
     ts = pl.col("reading_ts")
     if day is None:

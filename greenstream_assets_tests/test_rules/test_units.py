@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.units import (
     MISSING_TOKENS,
+    kw_value,
     unit_columns,
     unit_factor,
     value_columns,
@@ -122,6 +123,21 @@ def test_invalid_unit_is_quarantined(unit: str | None, value: str | None) -> Non
     result = validate_readings(raw_frame([("m1", T, value, unit)]), RulesConfig(), DAY)
     assert result.cleansed.height == 0
     assert result.quarantined.get_column("reason").to_list() == ["invalid_unit"]
+
+
+@pytest.mark.parametrize("watts", [9, 13, 18, 26, 1, 3, 1234, 99999, 100001, 123456, 2.5, 0.5])
+def test_watts_are_divided_by_1000_exactly(watts: float) -> None:
+    # W -> value / 1000: the double nearest the quotient, not value * 0.001 (9 W would be
+    # 0.009000000000000001 kW, and one whole number of watts in eight is off like this).
+    result = validate_readings(raw_frame([("m1", T, str(watts), "W")]), RulesConfig(), DAY)
+    assert result.cleansed.get_column("energy_kw").to_list() == [watts / 1000]
+
+
+def test_kw_value_multiplies_other_factors() -> None:
+    frame = pl.DataFrame({"n": [9.0, 0.05, 2.0, None], "f": [0.001, 1000.0, 1.0, 0.001]})
+    assert frame.select(kw_value(pl.col("n"), pl.col("f"))).to_series().to_list() == [0.009, 50.0, 2.0, None]
+    # A factor whose reciprocal is no whole number multiplies.
+    assert pl.select(kw_value(pl.lit(3.0), pl.lit(0.3))).item() == 3.0 * 0.3
 
 
 def test_custom_unit_factors() -> None:

@@ -74,8 +74,11 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class RulesResource(dg.ConfigurableResource):
-    """The rule book's thresholds (defaults as documented in the README)."""
+    """The rule book's thresholds (defaults as documented in the README): every field of
+    ``RulesConfig``, so a run can override any of them in the launchpad."""
 
+    # Rule 1: a value in this unit times the factor is kW (W: value / 1000); any other unit is invalid.
+    unit_factors: dict[str, float] = {"W": 0.001, "kW": 1.0}
     timezone: str = "UTC"
     max_meter_id_length: int = 128
     max_kw: float = 100.0
@@ -85,9 +88,42 @@ class RulesResource(dg.ConfigurableResource):
     peak_end_hour: int = 21
     peak_weekdays: list[int] = [1, 2, 3, 4, 5]
     earliest_day: str = "2015-01-01"
+    interval_minutes: int = 15
+    top_n_meters: int = 20
+    short_gap_minutes: int = 60
+    history_weeks: int = 4
+    # Local days flagged is_holiday in the features, as YYYY-MM-DD.
+    holidays: list[str] = []
+    drift_factor: float = 3.0
+    drift_window_days: int = 14
+    min_drift_rate: float = 0.001
 
     def config(self) -> RulesConfig:
+        """The typed config; a setting no rule can work with is refused with what is wrong."""
+        problems = []
+        if not self.unit_factors or any(not factor > 0 for factor in self.unit_factors.values()):
+            problems.append(f"unit_factors must map each unit to a factor above 0, got {self.unit_factors}")
+        if not (0 < self.interval_minutes <= 1440 and 1440 % self.interval_minutes == 0):
+            problems.append(f"interval_minutes must divide a day (1440 minutes), got {self.interval_minutes}")
+        for name in ("top_n_meters", "drift_window_days"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("short_gap_minutes", "history_weeks", "min_drift_rate"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.drift_factor > 0:
+            problems.append(f"drift_factor must be above 0, got {self.drift_factor}")
+        holidays = []
+        for text in self.holidays:
+            try:
+                holidays.append(date.fromisoformat(text))
+            except ValueError:
+                problems.append(f"holidays: {text!r} is not a date (YYYY-MM-DD)")
+        if problems:
+            # A setting is no transient error: retrying the step would only fail again.
+            raise dg.Failure("invalid rules settings: " + "; ".join(problems), allow_retries=False)
         return RulesConfig(
+            unit_factors=dict(self.unit_factors),
             timezone=self.timezone,
             max_meter_id_length=self.max_meter_id_length,
             max_kw=self.max_kw,
@@ -97,4 +133,12 @@ class RulesResource(dg.ConfigurableResource):
             peak_end_hour=self.peak_end_hour,
             peak_weekdays=tuple(self.peak_weekdays),
             earliest_day=date.fromisoformat(self.earliest_day),
+            interval_minutes=self.interval_minutes,
+            top_n_meters=self.top_n_meters,
+            short_gap_minutes=self.short_gap_minutes,
+            history_weeks=self.history_weeks,
+            holidays=tuple(sorted(set(holidays))),
+            drift_factor=self.drift_factor,
+            drift_window_days=self.drift_window_days,
+            min_drift_rate=self.min_drift_rate,
         )

@@ -144,3 +144,53 @@ def test_the_reports_alone_read_the_grid_estimated_readings_wrote(platform):
     hourly = lake.read_parquet(platform.lake, lake.features_key(MON))
     m2 = hourly.filter(pl.col("meter_id") == "M2").get_column("kwh").unique().to_list()
     assert m2 == [3.0]
+
+
+@pytest.mark.parametrize("platform", ["local"], indirect=True)
+def test_the_run_config_overrides_the_report_and_feature_settings(platform):
+    """top_n_meters, holidays and short_gap_minutes set in a run's config (the launchpad) reach
+    the rules; a setting no rule can work with fails the step with what is wrong."""
+    # M1 misses 08:00-09:15 (six intervals, 1h30): more than the default one-hour short gap.
+    gap = [None if 32 <= i < 38 else 1.0 for i in range(96)]
+    rows = series("M1", MON, gap) + series("M2", MON, [2.0] * 96) + series("M3", MON, [3.0] * 96)
+    platform.drop("mon.csv", csv(*rows).replace(",None,", ",,"))
+    run(platform)
+    codes = lake.read_parquet(platform.lake, lake.estimated_key(MON)).group_by("quality_code").len()
+    assert dict(codes.rows()) == {"actual": 282, "missing": 6}
+
+    defs = build_definitions({"storage": platform.storage})
+    settings = {"top_n_meters": 2, "holidays": [MON.isoformat()], "short_gap_minutes": 90}
+    result = defs.resolve_job_def(daily_job.name).execute_in_process(
+        partition_key=MON.isoformat(),
+        instance=platform.instance,
+        run_config={"resources": {"rules": {"config": settings}}},
+        asset_selection=[
+            dg.AssetKey(k) for k in ("estimated_readings", "meter_daily_peaks", "hourly_meter_features")
+        ],
+    )
+    assert result.success
+    peaks = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("meter_daily_peaks")
+    )
+    assert "top_20_meters" not in peaks
+    assert "| M3 | 3.0 |" in peaks["top_2_meters"].value and "| M1 |" not in peaks["top_2_meters"].value
+    features = lake.read_parquet(platform.lake, lake.features_key(MON))
+    assert features.height == 72 and features.get_column("is_holiday").all()
+    codes = lake.read_parquet(platform.lake, lake.estimated_key(MON)).group_by("quality_code").len()
+    assert dict(codes.rows()) == {"actual": 282, "estimated_linear": 6}
+
+    bad = {"interval_minutes": 7, "holidays": ["25/12/2024"]}
+    failed = defs.resolve_job_def(daily_job.name).execute_in_process(
+        partition_key=MON.isoformat(),
+        instance=platform.instance,
+        run_config={"resources": {"rules": {"config": bad}}},
+        asset_selection=[dg.AssetKey("estimated_readings")],
+        raise_on_error=False,
+    )
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.message
+    assert "interval_minutes must divide a day (1440 minutes), got 7" in message
+    assert "holidays: '25/12/2024' is not a date (YYYY-MM-DD)" in message

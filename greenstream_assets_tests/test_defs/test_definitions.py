@@ -1,8 +1,10 @@
 """The code location loads, and its lineage reads as the platform is described."""
 
+import dataclasses
 import os
 import subprocess
 import sys
+from datetime import date
 
 import dagster as dg
 import pytest
@@ -18,6 +20,8 @@ from greenstream_assets.defs.checks import (
 )
 from greenstream_assets.defs.operations import YESTERDAY_LANDED
 from greenstream_assets.defs.partitions import daily_partitions
+from greenstream_assets.defs.resources import RulesResource
+from greenstream_assets.rules.config import RulesConfig
 
 
 def _graph():
@@ -179,3 +183,51 @@ def test_loading_the_code_location_freezes_what_it_loaded(collector):
         check=True,
     )
     assert probe.stdout.split() == ["0", "True", "0", str(collector == "enabled")]
+
+
+def test_the_rules_resource_sets_every_setting_of_the_rule_book():
+    """A run's config (the launchpad) can set any threshold: every RulesConfig field is a resource
+    field, with the same default, and reaches the config."""
+    assert set(RulesResource.model_fields) == {f.name for f in dataclasses.fields(RulesConfig)}
+    assert RulesResource().config() == RulesConfig()
+    config = RulesResource(
+        unit_factors={"W": 0.001, "kW": 1.0, "MW": 1000.0},
+        interval_minutes=30,
+        top_n_meters=5,
+        short_gap_minutes=90,
+        history_weeks=2,
+        holidays=["2024-12-26", "2024-12-25"],
+        drift_factor=2.5,
+        drift_window_days=7,
+        min_drift_rate=0.01,
+    ).config()
+    assert config == RulesConfig(
+        unit_factors={"W": 0.001, "kW": 1.0, "MW": 1000.0},
+        interval_minutes=30,
+        top_n_meters=5,
+        short_gap_minutes=90,
+        history_weeks=2,
+        holidays=(date(2024, 12, 25), date(2024, 12, 26)),
+        drift_factor=2.5,
+        drift_window_days=7,
+        min_drift_rate=0.01,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"interval_minutes": 0}, "interval_minutes must divide a day (1440 minutes), got 0"),
+        ({"interval_minutes": 7}, "interval_minutes must divide a day (1440 minutes), got 7"),
+        ({"unit_factors": {"W": 0.0}}, "unit_factors must map each unit to a factor above 0"),
+        ({"unit_factors": {}}, "unit_factors must map each unit to a factor above 0"),
+        ({"top_n_meters": 0}, "top_n_meters must be at least 1, got 0"),
+        ({"history_weeks": -1}, "history_weeks must not be negative, got -1"),
+        ({"drift_factor": 0.0}, "drift_factor must be above 0, got 0.0"),
+        ({"holidays": ["2024-02-30"]}, "holidays: '2024-02-30' is not a date (YYYY-MM-DD)"),
+    ],
+)
+def test_a_rules_setting_no_rule_can_work_with_is_refused(settings, message):
+    with pytest.raises(dg.Failure, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        RulesResource(**settings).config()
+    assert err.value.allow_retries is False

@@ -102,8 +102,13 @@ def files_digest(files: pl.DataFrame) -> str:
 
 
 def unseen_objects(landing: BlobStore, ledger: pl.DataFrame) -> list[ObjectInfo]:
-    seen = set(ledger.select("key", "version").unique().iter_rows())
-    return [obj for obj in landing.list() if (obj.key, obj.version) not in seen]
+    """Landing objects whose version is not their key's latest in the ledger: new keys, and keys
+    changed since. Compared with the latest version, not with every version ever seen: a key put
+    back to content it had before (an S3 ETag is the content's MD5) has changed again."""
+    latest = dict(
+        ledger.sort("ingested_at", "batch").group_by("key").agg(pl.col("version").last()).iter_rows()
+    )
+    return [obj for obj in landing.list() if latest.get(obj.key) != obj.version]
 
 
 def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.DataFrame:
@@ -167,6 +172,7 @@ def ingest_new_files(
     """
     now = now or datetime.now(UTC)
     ledger = load_ledger(lake_store)
+    complete_batch_notes(lake_store, ledger, now)
     todo = unseen_objects(landing, ledger)
     report = IngestReport()
     if not todo:
@@ -323,6 +329,61 @@ def ingest_new_files(
     return report
 
 
+def _batch_name(key: str, prefix: str, suffix: str) -> str:
+    return key.removeprefix(prefix).removesuffix(suffix)
+
+
+def complete_batch_notes(lake_store: BlobStore, ledger: pl.DataFrame, now: datetime) -> list[str]:
+    """Write the missing note of every batch whose ledger rows were written without one (an
+    ingestion that failed between the two writes: its files are seen, so no later run stages them
+    again, and without a note the sensor never learns of their days). The days are those of every
+    version of the batch's keys: a day the sensor looks at needlessly is found current and left.
+
+    The note goes under the batch's own name, and once more under a new name: the sensor reads
+    notes newer than its cursor, and the batch's own may be older. Returns the batches completed."""
+    written = {
+        _batch_name(obj.key, lake.LEDGER_FILES, ".parquet") for obj in lake_store.list(lake.LEDGER_FILES)
+    }
+    noted = {
+        _batch_name(obj.key, lake.LEDGER_BATCHES, ".json") for obj in lake_store.list(lake.LEDGER_BATCHES)
+    }
+    missing = sorted(written - noted)
+    all_days: set[date] = set()
+    for batch in missing:
+        rows = lake.read_parquet(lake_store, f"{lake.LEDGER_FILES}{batch}.parquet")
+        keys = rows.get_column("key").unique().implode()
+        days = sorted(
+            ledger.filter(pl.col("key").is_in(keys) & pl.col("day").is_not_null()).get_column("day").unique()
+        )
+        own = rows.filter(pl.col("batch").str.starts_with(batch))
+        count = {
+            status: own.filter(pl.col("status") == status).get_column("key").n_unique()
+            for status in ("staged", "failed")
+        }
+        note = {
+            "batch": batch,
+            "days": [d.isoformat() for d in days],
+            "files_staged": count["staged"],
+            "files_failed": count["failed"],
+        }
+        lake.write_json(lake_store, f"{lake.LEDGER_BATCHES}{batch}.json", note)
+        all_days |= set(days)
+    if missing:
+        fresh = new_batch_id(now)
+        lake.write_json(
+            lake_store,
+            f"{lake.LEDGER_BATCHES}{fresh}.json",
+            {
+                "batch": fresh,
+                "days": [d.isoformat() for d in sorted(all_days)],
+                "files_staged": 0,
+                "files_failed": 0,
+                "completes": missing,
+            },
+        )
+    return missing
+
+
 def _read_simple(simple: list[tuple[str, str]]) -> list[pl.DataFrame]:
     """The plain files of a chunk parsed together (or one by one, should their lines not come out
     one row each)."""
@@ -436,6 +497,12 @@ RAW_STAGED_SCHEMA = {
     "source_file": pl.String,
     "line_number": pl.Int64,
 }
+
+
+def newest_batch_per_day(ledger: pl.DataFrame) -> dict[date, str]:
+    """Per day, the newest ledger batch (chunk) that staged rows for it, current or since replaced."""
+    staged = ledger.filter(pl.col("day").is_not_null())
+    return dict(staged.group_by("day").agg(pl.col("batch").max()).iter_rows())
 
 
 def stale_days(lake_store: BlobStore, ledger: pl.DataFrame, days: set[date] | None = None) -> dict[date, str]:

@@ -59,6 +59,9 @@ def test_the_production_instance_config_loads_and_says_what_it_should(dagster_db
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 4
         assert concurrency.run_queue_config.max_concurrent_runs == 8
+        assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
+            concurrency.run_queue_config.tag_concurrency_limits
+        )
     finally:
         instance.dispose()
 

@@ -76,6 +76,29 @@ def test_the_local_config_uses_it_with_dagsters_own_layout(home):
     assert (home / "schedules" / "schedules.db").is_file()
 
 
+def test_the_run_queue_holds_a_second_run_of_a_day_until_the_first_ends(home):
+    """The queue's limits as its daemon applies them (Dagster's own counter): a run of a day in
+    progress blocks another run of that day, not a run of another day nor an ingestion run."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+
+        def run(partition: str | None, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+            tags = {"dagster/partition": partition} if partition else {}
+            return instance.create_run_for_job(two_steps, tags=tags, status=status)
+
+        running = run("2024-03-04", dg.DagsterRunStatus.STARTED)
+        queue = TagConcurrencyLimitsCounter(limits, [running])
+        assert queue.is_blocked(run("2024-03-04", dg.DagsterRunStatus.NOT_STARTED))
+        assert not queue.is_blocked(run("2024-03-05", dg.DagsterRunStatus.NOT_STARTED))
+        assert not queue.is_blocked(run(None, dg.DagsterRunStatus.NOT_STARTED))
+        assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(
+            run("2024-03-04", dg.DagsterRunStatus.NOT_STARTED)
+        )
+
+
 def test_a_run_opens_one_connection_to_its_database_and_none_to_the_index(home, connects):
     with dg.DagsterInstance.get() as instance:
         connects.clear()

@@ -5,9 +5,12 @@ from datetime import date
 
 import dagster as dg
 
+from greenstream_assets import ingestion
 from greenstream_assets.definitions import build_definitions
 from greenstream_assets.defs.sensors import landing_zone_sensor
+from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.runner import run_landing_zone
+from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
 
 
@@ -30,8 +33,15 @@ class Daemon:
         self.cursor = result.cursor
         return list(result.run_requests or [])
 
-    def launch(self, requests: list[dg.RunRequest]) -> None:
+    def launch(self, requests: list[dg.RunRequest]) -> list[dg.RunRequest]:
+        """Runs the requests, skipping any whose run key a run already has (as the daemon does);
+        returns those it ran."""
+        launched = []
         for request in requests:
+            used = self.platform.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))
+            if used:
+                continue
+            launched.append(request)
             job = self.defs.resolve_job_def(request.job_name)
             result = job.execute_in_process(
                 instance=self.platform.instance,
@@ -39,6 +49,7 @@ class Daemon:
                 tags={"dagster/run_key": request.run_key},
             )
             assert result.success
+        return launched
 
 
 def kinds(requests):
@@ -123,3 +134,60 @@ def test_the_cursor_stays_small(platform):
     # Only batches inside the ten-minute window are remembered by name.
     assert len(cursor["recent"]) <= 30
     assert len(daemon.cursor) < 2000
+
+
+def test_a_key_put_back_as_it_was_is_staged_and_its_day_run_again(platform):
+    """c1 -> c2 -> c1 under one key: the third is new content again (on S3 its ETag, the MD5 of
+    the bytes, is c1's), and the day's run is not swallowed by an earlier run's key."""
+    daemon = Daemon(platform)
+    c1, c2 = csv("M1,2024-03-04T10:00:00Z,1,kW"), csv("M1,2024-03-04T10:00:00Z,9,kW")
+    for content, kw in [(c1, 1.0), (c2, 9.0), (c1, 1.0)]:
+        platform.drop("in/a.csv", content)
+        assert kinds(daemon.launch(daemon.tick())) == [INGEST]
+        assert kinds(daemon.launch(daemon.tick())) == [day("2024-03-04")]
+        assert platform.query("SELECT energy_kw FROM meter_readings").rows() == [(kw,)]
+    assert daemon.tick() == []
+
+
+def test_an_ingestion_that_failed_before_its_batch_note_still_runs_its_day(platform, monkeypatch):
+    """The ledger rows are written, then the write of the batch note fails: the step's retry finds
+    the files seen and writes the note it lacks, so the sensor still runs the day."""
+    daemon = Daemon(platform)
+    platform.drop("in/a.csv", csv("M1,2024-03-04T10:00:00Z,1,kW"))
+    real_write_json, failed = lake.write_json, []
+
+    def write_json(store, key, payload):
+        if key.startswith(lake.LEDGER_BATCHES) and not failed:
+            failed.append(key)
+            raise OSError("disk full")
+        real_write_json(store, key, payload)
+
+    monkeypatch.setattr(lake, "write_json", write_json)
+    assert kinds(daemon.launch(daemon.tick())) == [INGEST]
+    assert len(failed) == 1
+    assert kinds(daemon.launch(daemon.tick())) == [day("2024-03-04")]
+    assert platform.query("SELECT energy_kw FROM meter_readings").rows() == [(1.0,)]
+    assert daemon.tick() == []
+
+
+def test_an_ingestion_finishing_while_the_sensor_ticks_is_not_lost(platform, monkeypatch):
+    """A late file's ingestion finishes just as a tick lists the batch notes: its day still runs."""
+    daemon = Daemon(platform)
+    platform.drop("in/a.csv", csv("M1,2024-03-04T10:00:00Z,1,kW"))
+    daemon.launch(daemon.tick())
+    daemon.launch(daemon.tick())
+    platform.drop("late/b.csv", csv("M2,2024-03-04T11:00:00Z,2,kW"))
+    real_batches_after = ingestion.batches_after
+
+    def batches_after_an_ingestion(lake_store, cursor, *args):
+        # The ingestion run ends right now, between the tick's reads.
+        ingestion.ingest_new_files(platform.landing, platform.lake, RulesConfig())
+        monkeypatch.setattr(ingestion, "batches_after", real_batches_after)
+        return real_batches_after(lake_store, cursor, *args)
+
+    monkeypatch.setattr(ingestion, "batches_after", batches_after_an_ingestion)
+    requested = daemon.tick() + daemon.tick()
+    assert kinds(requested) == [day("2024-03-04")]
+    daemon.launch(requested)
+    rows = platform.query("SELECT meter_id, energy_kw FROM meter_readings ORDER BY meter_id").rows()
+    assert rows == [("M1", 1.0), ("M2", 2.0)]

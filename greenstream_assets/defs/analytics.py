@@ -91,6 +91,9 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
     reports alone read the grid the last materialization of estimated_readings wrote."""
     day = partition_day(context)
     config = rules.config()
+    # The local day the partition estimates: the day itself in UTC and east of it, the day before
+    # west of UTC (whose local day ends in the next UTC day), see vee.partition_local_day.
+    local_day = vee.partition_local_day(day, config.timezone)
     store = storage.lake_store()
     estimate, report, feature = (
         key in context.selected_asset_keys for key in (ESTIMATED, METER_PEAKS, FEATURES)
@@ -100,10 +103,7 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
     head = Preview()
     with ExitStack() as stack:
         if estimate:
-            history_days = [day - timedelta(days=1)] + [
-                day - timedelta(weeks=w) for w in range(1, config.history_weeks + 1)
-            ]
-            history_keys = _existing(store, [lake.archive_key(d) for d in history_days])
+            history_keys = _existing(store, [lake.archive_key(d) for d in vee.history_days(day, config)])
             history_paths = stack.enter_context(lake.local_copies(store, history_keys))
             slices = stack.enter_context(
                 lake.read_slices(store, lake.layer_key("flagged_anomalies", day), list(vee.READING_COLUMNS))
@@ -131,10 +131,10 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
                 history_paths,
                 HISTORY_COLUMNS,
                 part.get_column("meter_id").unique(),
-                # Of the previous day, only the hours a short gap can reach.
-                vee.history_window(day, config),
+                # Of the previous day, only the hours of the local day and a short gap's reach.
+                vee.history_window(local_day, config),
             )
-            return vee.estimate(part, history, config, day)
+            return vee.estimate(part, history, config, local_day)
 
         def outputs(estimated: pl.DataFrame) -> None:
             if feature:
@@ -156,7 +156,7 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
                 grid_out.write(estimated)
                 for code, n in estimated.group_by("quality_code").len().iter_rows():
                     codes[code] = codes.get(code, 0) + n
-                complete_parts.append(vee.completeness_from_estimate(estimated, day, config))
+                complete_parts.append(vee.completeness_from_estimate(estimated, local_day, config))
             made.submit(outputs, estimated)
             del estimated
         made.close()

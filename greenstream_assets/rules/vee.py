@@ -85,6 +85,44 @@ def local_day_bounds(local_day: date, timezone: str) -> tuple[datetime, datetime
     return start, end
 
 
+def partition_local_day(day: date, timezone: str) -> date:
+    """The local day that the UTC day partition ``day`` estimates and reports: the latest local day
+    whose readings are all in by the end of ``day`` (UTC), so that no partition reports a local
+    day before its last hours have arrived.
+
+    In UTC and east of it (a standard offset of 0 or more) that is ``day`` itself: its local day
+    ends by the end of the UTC day (the hours before, in the previous UTC day, are read back from
+    that day's archive). West of UTC the local ``day`` ends in the next UTC day, the next
+    partition's: ``day`` reports the local day before it, which ends inside ``day``. Decided by the
+    zone's standard offset, not the day's own, so that daylight-saving time never skips a local
+    day nor reports one twice.
+    """
+    noon = datetime.combine(day, time(12), ZoneInfo(timezone))
+    offset = noon.utcoffset() or timedelta(0)
+    standard = offset - (noon.dst() or timedelta(0))
+    return day - timedelta(days=1) if standard < timedelta(0) else day
+
+
+def history_days(day: date, config: RulesConfig) -> list[date]:
+    """The UTC day partitions before ``day`` whose archived readings ``estimate`` needs for the
+    partition's local day (``partition_local_day``): those within a short gap's reach of it, and
+    those that hold the same local weekday of the previous ``history_weeks`` weeks (a local day
+    can span two UTC days). Newest first."""
+    local_day = partition_local_day(day, config.timezone)
+    first, last = _reach(local_day, config)
+    ranges = [(first, last)] + [
+        local_day_bounds(d, config.timezone) for d in _history_weeks(local_day, config)
+    ]
+    days = set()
+    for lo, hi in ranges:
+        each = lo.date()
+        while datetime.combine(each, time(), UTC) < hi:
+            if each < day:
+                days.add(each)
+            each += timedelta(days=1)
+    return sorted(days, reverse=True)
+
+
 def expected_intervals(local_day: date, timezone: str, interval_minutes: int) -> int:
     """How many intervals a meter should send for a local day: 96 of 15 minutes, 92 or 100 on DST days."""
     start, end = local_day_bounds(local_day, timezone)

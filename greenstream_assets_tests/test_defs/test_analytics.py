@@ -9,6 +9,7 @@ import pytest
 
 from greenstream_assets.definitions import build_definitions
 from greenstream_assets.defs.jobs import daily_job
+from greenstream_assets.defs.resources import RulesResource
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
@@ -194,3 +195,36 @@ def test_the_run_config_overrides_the_report_and_feature_settings(platform):
     message = failure.step_failure_data.error.message
     assert "interval_minutes must divide a day (1440 minutes), got 7" in message
     assert "holidays: '25/12/2024' is not a date (YYYY-MM-DD)" in message
+
+
+@pytest.mark.parametrize("platform", ["local"], indirect=True)
+def test_west_of_utc_a_partition_reports_the_local_day_that_ended_in_it(platform):
+    """In America/New_York (UTC-5 in March) the local day D ends at 05:00 UTC on D+1, in the next
+    partition: partition D reports the local day before it, whole. One meter sends every interval
+    of three UTC days."""
+    days = [MON, TUE, TUE + timedelta(days=1)]
+    platform.drop("week.csv", csv(*(row for d in days for row in series("M1", d, [1.0] * 96))))
+    rules = RulesResource(timezone="America/New_York")
+    summary = run_landing_zone(
+        instance=platform.instance, resources={"storage": platform.storage, "rules": rules}
+    )
+    assert summary.failed == []
+    completeness = platform.query(
+        "SELECT reading_date, expected_intervals, received_intervals FROM meter_completeness ORDER BY reading_date"
+    ).rows()
+    # MON reports Sunday (local), of which only 00:00-05:00 UTC on MON arrived: 20 intervals.
+    assert completeness == [(MON, 96, 20), (TUE, 96, 96), (days[2], 96, 96)]
+    energy = platform.query(
+        "SELECT reading_date, energy_kwh, intervals_used FROM meter_daily_peaks ORDER BY reading_date"
+    ).rows()
+    assert energy == [(MON, 5.0, 20), (TUE, 24.0, 96), (days[2], 24.0, 96)]
+    grid = lake.read_parquet(platform.lake, lake.estimated_key(TUE))
+    # TUE's grid is Monday 00:00-24:00 in New York: 05:00 UTC on MON to 05:00 UTC on TUE.
+    assert grid.select(first=pl.col("reading_ts").min(), last=pl.col("reading_ts").max()).row(0) == (
+        datetime(2024, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 3, 5, 4, 45, tzinfo=UTC),
+    )
+    assert grid.get_column("quality_code").unique().to_list() == ["actual"]
+    features = lake.read_parquet(platform.lake, lake.features_key(TUE))
+    assert features.get_column("local_date").unique().to_list() == [MON]
+    assert features.height == 24

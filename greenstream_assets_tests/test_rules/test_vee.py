@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenstream_assets.rules import vee
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.vee import (
     COMPLETENESS_SCHEMA,
@@ -443,4 +444,62 @@ def test_history_window_keeps_all_the_history_an_estimate_uses(config: RulesConf
     assert window.group_by("meter_id").len().sort("meter_id").rows() == [
         ("m1", reach + per_week),
         ("m2", reach + per_week),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("timezone", "day", "local_day"),
+    [
+        ("UTC", date(2024, 3, 4), date(2024, 3, 4)),
+        ("Europe/Berlin", date(2024, 1, 15), date(2024, 1, 15)),
+        ("Europe/Berlin", date(2024, 7, 15), date(2024, 7, 15)),
+        ("Asia/Kolkata", date(2024, 7, 15), date(2024, 7, 15)),
+        ("Pacific/Kiritimati", date(2024, 7, 15), date(2024, 7, 15)),
+        ("America/New_York", date(2024, 1, 15), date(2024, 1, 14)),
+        ("America/New_York", date(2024, 7, 15), date(2024, 7, 14)),
+        # Standard time UTC-1, summer time UTC+0: the standard offset decides, all year.
+        ("Atlantic/Azores", date(2024, 1, 15), date(2024, 1, 14)),
+        ("Atlantic/Azores", date(2024, 7, 15), date(2024, 7, 14)),
+        ("Pacific/Pago_Pago", date(2024, 7, 15), date(2024, 7, 14)),
+    ],
+)
+def test_the_local_day_a_partition_reports(timezone: str, day: date, local_day: date) -> None:
+    assert vee.partition_local_day(day, timezone) == local_day
+
+
+@pytest.mark.parametrize(
+    "timezone",
+    ["UTC", "Europe/Berlin", "Europe/London", "America/New_York", "Atlantic/Azores", "Australia/Sydney"],
+)
+def test_every_local_day_is_reported_once_and_only_once_it_has_ended(timezone: str) -> None:
+    """Over a year with both daylight-saving changes: consecutive partitions report consecutive
+    local days, each ending by the end of its partition's UTC day."""
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(366)]
+    local = [vee.partition_local_day(d, timezone) for d in days]
+    assert all(b - a == timedelta(days=1) for a, b in zip(local, local[1:], strict=False))
+    for day, local_day in zip(days, local, strict=True):
+        _, end = vee.local_day_bounds(local_day, timezone)
+        assert end <= datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def test_the_days_whose_archives_the_estimate_reads() -> None:
+    day = date(2024, 3, 12)
+    utc = vee.history_days(day, RulesConfig())
+    # The previous day (a short gap's reach) and the same weekday of the four weeks before.
+    assert utc == [
+        date(2024, 3, 11),
+        date(2024, 3, 5),
+        date(2024, 2, 27),
+        date(2024, 2, 20),
+        date(2024, 2, 13),
+    ]
+    # New York: the partition reports Monday 11 (local), 05:00 (04:00 from the 10th's DST
+    # change) UTC on the 11th to 04:00 on the 12th: the 11th, and each earlier Monday's two UTC days.
+    new_york = vee.history_days(day, RulesConfig(timezone="America/New_York", history_weeks=2))
+    assert new_york == [
+        date(2024, 3, 11),
+        date(2024, 3, 5),
+        date(2024, 3, 4),
+        date(2024, 2, 27),
+        date(2024, 2, 26),
     ]

@@ -177,7 +177,9 @@ def test_the_sensor_runs_exactly_the_days_files_touch_and_a_late_file_reruns_onl
     assert {run["tags"]["dagster/sensor_name"] for run in landed} == {SENSOR}
     daily = {run["tags"]["dagster/partition"]: run for run in landed if run["jobName"] == DAILY_JOB}
     for day, run in daily.items():
-        assert re.fullmatch(rf"{day}:[0-9a-f]{{16}}", run["tags"]["dagster/run_key"]), run["tags"]
+        # <day>:<digest of the day's files>:<newest ledger batch (chunk) that staged rows for it>
+        key = rf"{day}:[0-9a-f]{{16}}:\d{{8}}T\d{{12}}Z-[0-9a-f]{{6}}-\d{{4}}"
+        assert re.fullmatch(key, run["tags"]["dagster/run_key"]), run["tags"]
 
     # Every core check recorded its result for each day, in that day's run, with exact counts.
     for file in FIRST_UPLOAD:

@@ -1,7 +1,7 @@
 """The landing-zone sensor, evaluated tick by tick as the daemon would."""
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -191,3 +191,17 @@ def test_an_ingestion_finishing_while_the_sensor_ticks_is_not_lost(platform, mon
     daemon.launch(requested)
     rows = platform.query("SELECT meter_id, energy_kw FROM meter_readings ORDER BY meter_id").rows()
     assert rows == [("M1", 1.0), ("M2", 2.0)]
+
+
+def test_a_reading_dated_tomorrow_gets_its_days_run(platform):
+    """Ingestion stages readings dated up to the day after they arrive: that day's partition exists,
+    so the tick's requests (tomorrow's and another day's) all run."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    daemon = Daemon(platform)
+    platform.drop("in/a.csv", csv("M1,2024-03-04T10:00:00Z,1,kW"))
+    platform.drop("in/b.csv", csv(f"M2,{tomorrow.isoformat()}T00:15:00Z,2,kW"))
+    daemon.launch(daemon.tick())
+    assert kinds(daemon.launch(daemon.tick())) == [day("2024-03-04"), day(tomorrow.isoformat())]
+    rows = platform.query("SELECT meter_id, energy_kw FROM meter_readings ORDER BY meter_id").rows()
+    assert rows == [("M1", 1.0), ("M2", 2.0)]
+    assert daemon.tick() == []

@@ -49,7 +49,11 @@ def readings_frame(
     value = np.where(w, np.round(kw * 1000, 1), value)
     unit[w] = "W"
     value = np.where(rng.random(n) < defects.negatives, -np.abs(value) - 0.1, value)
-    value = np.where(rng.random(n) < defects.spikes, rng.uniform(150, 900, n), value)
+    # A spike is 150-900 kW, written in the row's unit (kW, or W x 1000): in W it is still above
+    # the anomaly threshold, so the configured rate is the rate of anomalies.
+    spike = rng.random(n) < defects.spikes
+    spike_kw = rng.uniform(150, 900, n)
+    value = np.where(spike, np.where(w, np.round(spike_kw * 1000, 1), spike_kw), value)
     bad_unit = rng.random(n) < defects.unknown_units
     unit[bad_unit] = rng.choice(np.array(["kWh", "kw", "", "MW"], dtype=object), int(bad_unit.sum()))
     text = pl.Series(value).cast(pl.String)

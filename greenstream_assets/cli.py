@@ -50,8 +50,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _run(day: date | None) -> int:
+    from greenstream_assets.defs.partitions import daily_partitions
     from greenstream_assets.runner import run_landing_zone
 
+    if day is not None and not daily_partitions.has_partition_key(day.isoformat()):
+        first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+        print(
+            f"greenstream run: {day} is no day partition: days run from {first} to {last} (UTC)",
+            file=sys.stderr,
+        )
+        return 2
     ensure_dagster_home()
     summary = run_landing_zone(day)
     print(summary.render())

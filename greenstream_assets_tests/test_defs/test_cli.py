@@ -86,3 +86,13 @@ def test_a_failed_run_exits_non_zero_with_a_clear_message(tmp_path):
     assert run.returncode == 1
     assert "greenstream run: FAILED: 2024-03-04: FAILED (run " in run.stderr
     assert "2024-03-04" in run.stdout and "FAILED" in run.stdout
+
+
+def test_run_a_day_outside_the_partitions_says_so(tmp_path):
+    run = greenstream(tmp_path, "run", "--day", "2014-12-31")
+    assert run.returncode == 2
+    assert run.stderr.startswith(
+        "greenstream run: 2014-12-31 is no day partition: days run from 2015-01-01 to "
+    )
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "home").exists()

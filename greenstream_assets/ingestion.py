@@ -63,8 +63,10 @@ def new_batch_id(now: datetime) -> str:
     )
 
 
-def load_ledger(store: BlobStore) -> pl.DataFrame:
-    frames = [lake.read_parquet(store, obj.key) for obj in store.list(lake.LEDGER_FILES)]
+def load_ledger(store: BlobStore, objects: list[ObjectInfo] | None = None) -> pl.DataFrame:
+    """The ledger: every batch's rows (``objects``: the listing of its files, when the caller has it)."""
+    listed = store.list(lake.LEDGER_FILES) if objects is None else objects
+    frames = [lake.read_parquet(store, obj.key) for obj in listed]
     if not frames:
         return pl.DataFrame(schema=LEDGER_SCHEMA)
     return pl.concat(frames, how="vertical_relaxed").cast(LEDGER_SCHEMA)
@@ -171,8 +173,9 @@ def ingest_new_files(
     vectorized.
     """
     now = now or datetime.now(UTC)
-    ledger = load_ledger(lake_store)
-    complete_batch_notes(lake_store, ledger, now)
+    ledger_files = list(lake_store.list(lake.LEDGER_FILES))
+    ledger = load_ledger(lake_store, ledger_files)
+    complete_batch_notes(lake_store, ledger, now, ledger_files)
     todo = unseen_objects(landing, ledger)
     report = IngestReport()
     if not todo:
@@ -333,17 +336,18 @@ def _batch_name(key: str, prefix: str, suffix: str) -> str:
     return key.removeprefix(prefix).removesuffix(suffix)
 
 
-def complete_batch_notes(lake_store: BlobStore, ledger: pl.DataFrame, now: datetime) -> list[str]:
+def complete_batch_notes(
+    lake_store: BlobStore, ledger: pl.DataFrame, now: datetime, ledger_files: list[ObjectInfo]
+) -> list[str]:
     """Write the missing note of every batch whose ledger rows were written without one (an
     ingestion that failed between the two writes: its files are seen, so no later run stages them
     again, and without a note the sensor never learns of their days). The days are those of every
     version of the batch's keys: a day the sensor looks at needlessly is found current and left.
 
     The note goes under the batch's own name, and once more under a new name: the sensor reads
-    notes newer than its cursor, and the batch's own may be older. Returns the batches completed."""
-    written = {
-        _batch_name(obj.key, lake.LEDGER_FILES, ".parquet") for obj in lake_store.list(lake.LEDGER_FILES)
-    }
+    notes newer than its cursor, and the batch's own may be older. ``ledger_files``: the listing
+    ``ledger`` was read from. Returns the batches completed."""
+    written = {_batch_name(obj.key, lake.LEDGER_FILES, ".parquet") for obj in ledger_files}
     noted = {
         _batch_name(obj.key, lake.LEDGER_BATCHES, ".json") for obj in lake_store.list(lake.LEDGER_BATCHES)
     }

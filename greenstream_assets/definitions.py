@@ -51,9 +51,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     defs = dg.Definitions(
         assets=[
             ingestion.landing_files,
-            ingestion.raw_meter_files,
             quality.validate_day,
-            quality.flagged_anomalies,
             warehouse.load_meter_readings,
             reports.daily_peaks,
             reports.faulty_meters,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -290,7 +290,7 @@ def ingest_new_files(
                 by_day = rows.partition_by("day", as_dict=True, include_key=False)
             del rows
             for (day,), day_rows in by_day.items():
-                # Uncompressed: raw_meter_files reads a day's staged rows once per slice of meters
+                # Uncompressed: validate_day reads a day's staged rows once per slice of meters
                 # (nine passes for 4.8M rows), and decompressing every page each time cost more
                 # than the passes' own filtering (README, "Benchmarks"). Parquet's dictionaries
                 # still keep the file at ~0.45x the CSV's size.
@@ -442,33 +442,80 @@ def _fail_file(
     )
 
 
-@contextmanager
+def whole_batches(ledger: pl.DataFrame, day: date, files: pl.DataFrame) -> list[str]:
+    """Of the batches ``files`` (``day_files``) come from, those whose staged rows for ``day`` are
+    all of these files' versions: read without a join. A batch some of whose files changed since
+    (or were staged first by another batch) holds rows that are no longer current."""
+    staged = (
+        ledger.filter((pl.col("status") == "staged") & (pl.col("day") == day))
+        .select("batch", "key", "checksum")
+        .unique()
+        .group_by("batch")
+        .len("staged")
+    )
+    wanted = files.group_by("batch").len("wanted")
+    whole = wanted.join(staged, on="batch").filter(pl.col("wanted") == pl.col("staged"))
+    return sorted(whole.get_column("batch").to_list())
+
+
 def day_row_slices(
     lake_store: BlobStore, ledger: pl.DataFrame, day: date, slice_rows: int
-) -> Iterator[Iterator[pl.DataFrame]]:
+) -> AbstractContextManager[Iterator[pl.DataFrame]]:
     """The day's staged raw rows from the current version of every file, each row once, a slice
-    of meters at a time (see ``lake.meter_slice``): only one slice is ever in memory. Within a
-    slice, rows keep their staged order (batch by batch, file line by line)."""
+    of meters at a time (see ``staged_row_slices``)."""
     files = day_files(ledger, day)
+    return staged_row_slices(lake_store, day, files, whole_batches(ledger, day, files), slice_rows)
+
+
+def manifest_files(manifest: dict) -> pl.DataFrame:
+    """The files a raw manifest (``lake.raw_manifest_key``) lists: key, checksum, size, rows, batch."""
+    rows = manifest["files"]
+    return pl.DataFrame(
+        {
+            "key": [f["key"] for f in rows],
+            "checksum": [f["checksum"] for f in rows],
+            "size": [f["size"] for f in rows],
+            "rows": [f["rows"] for f in rows],
+            "batch": [f["batch"] for f in rows],
+        },
+        schema={
+            "key": pl.String,
+            "checksum": pl.String,
+            "size": pl.Int64,
+            "rows": pl.Int64,
+            "batch": pl.String,
+        },
+    )
+
+
+def manifest_row_slices(
+    lake_store: BlobStore, manifest: dict, slice_rows: int
+) -> AbstractContextManager[Iterator[pl.DataFrame]]:
+    """The raw rows a day's manifest records, as ``day_row_slices`` gave them when it was written
+    (staged files are never rewritten). A manifest from before ``whole_batches`` were recorded
+    has every batch read through the join."""
+    day = date.fromisoformat(manifest["day"])
+    whole = manifest.get("whole_batches", [])
+    return staged_row_slices(lake_store, day, manifest_files(manifest), whole, slice_rows)
+
+
+@contextmanager
+def staged_row_slices(
+    lake_store: BlobStore, day: date, files: pl.DataFrame, whole: list[str], slice_rows: int
+) -> Iterator[Iterator[pl.DataFrame]]:
+    """``files``' (key, batch, rows) staged rows for ``day``, each row once, a slice of meters at
+    a time (see ``lake.meter_slice``): only one slice is ever in memory. Within a slice, rows keep
+    their staged order (batch by batch, file line by line). The batches in ``whole`` hold only
+    rows of these files."""
     batches = files.get_column("batch").unique().sort().to_list()
     with lake.local_copies(lake_store, [lake.staging_key(day, batch) for batch in batches]) as paths:
-        # What each batch staged for the day, to tell whether all of it is still current.
-        staged = (
-            ledger.filter((pl.col("status") == "staged") & (pl.col("day") == day))
-            .select("batch", "key", "checksum")
-            .unique()
-            .group_by("batch")
-            .len()
-        )
-        staged_files = dict(staged.iter_rows())
         plans = []
         for batch, path in zip(batches, paths, strict=True):
-            wanted = files.filter(pl.col("batch") == batch).select("key")
             scan = pl.scan_parquet(path)
-            if wanted.height < staged_files[batch]:
-                # Some of the batch's files changed since (or were staged first by another batch):
-                # only the rows of the files whose current version it holds (a batch stages one
-                # version of a key). Otherwise every row is current, with no join.
+            if batch not in whole:
+                # Only the rows of the files whose current version the batch holds (a batch stages
+                # one version of a key). Otherwise every row is current, with no join.
+                wanted = files.filter(pl.col("batch") == batch).select("key")
                 scan = scan.join(
                     wanted.lazy(), left_on="source_file", right_on="key", how="semi", maintain_order="left"
                 )

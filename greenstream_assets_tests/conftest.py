@@ -162,3 +162,19 @@ def _platform(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
 def csv(*rows: str, header: str = "meter_id,timestamp,energy_value,energy_unit") -> str:
     return "\n".join([header, *rows]) + "\n"
+
+
+def day_job_after_a_change(platform: Platform, first: str, second: str) -> dg.JobDefinition:
+    """``first`` landed as a.csv and run through every step, then ``second`` landed over it and
+    ingested (not run): the daily job, for a test to materialize parts of the day from there."""
+    from greenstream_assets.definitions import build_definitions
+    from greenstream_assets.defs.jobs import daily_job, ingest_job
+    from greenstream_assets.runner import run_landing_zone
+
+    resources = {"storage": platform.storage}
+    platform.drop("a.csv", first)
+    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
+    platform.drop("a.csv", second)
+    defs = build_definitions(resources)
+    assert defs.resolve_job_def(ingest_job.name).execute_in_process(instance=platform.instance).success
+    return defs.resolve_job_def(daily_job.name)

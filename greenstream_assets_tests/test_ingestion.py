@@ -59,7 +59,7 @@ def test_plain_files_parsed_together_stage_what_file_by_file_parsing_stages(tmp_
 
 
 def test_staged_rows_are_uncompressed_parquet_without_statistics(tmp_path):
-    """raw_meter_files reads a day's staged rows once per slice of meters: no page to decompress
+    """validate_day reads a day's staged rows once per slice of meters: no page to decompress
     on every pass, no statistics that no pass uses."""
     import pyarrow.parquet as pq
 
@@ -157,6 +157,50 @@ def test_a_day_takes_only_the_current_version_of_each_file_of_a_batch(tmp_path):
     assert ingestion.load_day_rows(lake_store, ledger, date(2024, 3, 5)).select(
         "meter_id", "energy_value"
     ).rows() == [("M2", "3")]
+
+
+def test_a_manifest_pins_the_rows_its_day_had_when_it_was_written(tmp_path):
+    """The raw rows a manifest records (its files and the batches read whole) are read back as the
+    day had them, after the ledger moved on; a manifest without whole_batches (written before
+    they were recorded) reads every batch through the join, to the same rows."""
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    landing.write("b.csv", FILES["b.csv"].encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    first = ingestion.load_ledger(lake_store)
+    first_files = ingestion.day_files(first, MON)
+    (batch,) = first_files.get_column("batch").unique().to_list()
+    assert ingestion.whole_batches(first, MON, first_files) == [batch]
+    manifest = {
+        "day": MON.isoformat(),
+        "whole_batches": ingestion.whole_batches(first, MON, first_files),
+        "files": first_files.to_dicts(),
+    }
+    landing.write("a.csv", csv("M1,2024-03-04T00:30:00Z,7,kW").encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 7, tzinfo=UTC))
+    ledger = ingestion.load_ledger(lake_store)
+    files = ingestion.day_files(ledger, MON)
+    # The first batch's a.csv rows are superseded: it is no longer read whole.
+    assert ingestion.whole_batches(ledger, MON, files) == sorted(set(files.get_column("batch")) - {batch})
+
+    def rows(slices) -> list[tuple]:
+        with slices as parts:
+            frame = pl.concat(list(parts))
+        return frame.select("meter_id", "energy_value", "source_file", "line_number").rows()
+
+    then = [("M1", "1.5", "a.csv", 2), ("M1", None, "a.csv", 3), ("M2", "2", "b.csv", 2)]
+    assert rows(ingestion.manifest_row_slices(lake_store, manifest, slice_rows=10**6)) == then
+    # Cut in slices of meters, the same rows (a slice's in file order).
+    sliced = rows(ingestion.manifest_row_slices(lake_store, manifest, slice_rows=1))
+    assert sorted(sliced, key=str) == sorted(then, key=str)
+    assert [r for r in sliced if r[0] == "M1"] == then[:2]
+    legacy = {k: v for k, v in manifest.items() if k != "whole_batches"}
+    assert rows(ingestion.manifest_row_slices(lake_store, legacy, slice_rows=10**6)) == then
+    # Today's rows, for comparison: a.csv's new version.
+    assert rows(ingestion.day_row_slices(lake_store, ledger, MON, slice_rows=10**6)) == [
+        ("M2", "2", "b.csv", 2),
+        ("M1", "7", "a.csv", 2),
+    ]
 
 
 def test_a_day_is_done_once_its_four_last_steps_recorded_its_files_and_an_older_day_on_two(tmp_path):

@@ -140,10 +140,15 @@ def hourly_features(
         how="left",
         maintain_order="left",
     )
+    # Per reading first, over whole columns: inside the aggregation they ran per hour group.
+    framed = framed.with_columns(
+        _usable=usable, _value=value, _estimated=pl.col("quality_code").is_in(ESTIMATED_CODES)
+    )
+    usable, value = pl.col("_usable"), pl.col("_value")
     per_hour = {
         "kwh": pl.when(usable.any()).then((value.sum() * hours).round(_DECIMALS)),
         "peak_kw": value.max(),
-        "estimated_share": pl.col("quality_code").is_in(ESTIMATED_CODES).mean(),
+        "estimated_share": pl.col("_estimated").mean(),
         "missing_share": (~usable).mean(),
     }
     ordered = _in_meter_time_order(estimated_day)

@@ -218,8 +218,11 @@ def completeness_from_estimate(estimated: pl.DataFrame, day: date, config: Rules
     same local ``day``), counted off its grid instead of going over the readings again: an interval
     was received where its quality code says the meter sent it."""
     expected = expected_intervals(day, config.timezone, config.interval_minutes)
-    received = estimated.group_by("meter_id").agg(
-        received_intervals=pl.col("quality_code").is_in(list(RECEIVED_CODES)).sum()
+    # The codes compared over the whole column first: is_in inside the aggregation ran per meter.
+    received = (
+        estimated.select("meter_id", _received=pl.col("quality_code").is_in(list(RECEIVED_CODES)))
+        .group_by("meter_id")
+        .agg(received_intervals=pl.col("_received").sum())
     )
     return _completeness_frame(received, expected)
 

@@ -232,11 +232,12 @@ def staging_key(day: date, batch: str) -> str:
     return f"staging/date={day.isoformat()}/{batch}.parquet"
 
 
-# The day's hand-over layers between steps, each read back whole, a slice at a time, by the next
+# The day's hand-over layers between steps (the raw rows are the staged files themselves, see
+# ingestion.staged_row_slices), each read back whole, a slice at a time, by the next
 # steps only: Arrow IPC files (lz4), one record batch per slice. Writing a slice as Arrow costs a
 # third of encoding it as Parquet and reading it back a quarter to a half (no encoding, only
 # compression), for about twice the bytes. What people and other engines read stays Parquet.
-HANDOVER_LAYERS = frozenset({"raw_meter_files", "cleansed_readings", "flagged_anomalies"})
+HANDOVER_LAYERS = frozenset({"cleansed_readings", "flagged_anomalies"})
 ARROW_SUFFIX = ".arrow"
 _ARROW_MAGIC = b"ARROW1"
 
@@ -590,6 +591,11 @@ class SliceWriter:
         self._writer: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._behind: OneBehind | None = None
+        self._discarded = False
+
+    def discard(self) -> None:
+        """Publish nothing when the block ends: the object keeps its previous version."""
+        self._discarded = True
 
     def __enter__(self) -> SliceWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="greenstream-")
@@ -655,7 +661,7 @@ class SliceWriter:
                     if self.meter_slices:
                         self._writer.add_key_value_metadata({METER_SLICES: "1"})
                     self._writer.close()
-            if exc_type is None:
+            if exc_type is None and not self._discarded:
                 if self._writer is None:
                     raise ValueError(f"nothing was written for {self.key}: write at least one (empty) frame")
                 self.store.write_file(self.key, self.path)

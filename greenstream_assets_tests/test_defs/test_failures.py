@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 
 from greenstream_assets.definitions import build_definitions
-from greenstream_assets.defs.jobs import daily_job, ingest_job
+from greenstream_assets.defs.jobs import ingest_job
 from greenstream_assets.rules import features
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
-from greenstream_assets_tests.conftest import csv
+from greenstream_assets_tests.conftest import csv, day_job_after_a_change
 
 MON = date(2024, 3, 4)
 V1 = csv("M1,2024-03-04T17:00:00Z,1,kW", "M2,2024-03-04T17:00:00Z,2,kW")
@@ -128,13 +128,7 @@ def test_a_slice_failing_on_the_reports_thread_publishes_none_of_the_three_outpu
 def test_the_table_and_the_archive_materialize_alone(platform):
     """One op writes both, but either can be materialized by itself (as from its asset page), and
     then only that one is written."""
-    resources = {"storage": platform.storage}
-    platform.drop("a.csv", V1)
-    assert run_landing_zone(instance=platform.instance, resources=resources).failed == []
-    platform.drop("a.csv", V2)
-    defs = build_definitions(resources)
-    assert defs.resolve_job_def(ingest_job.name).execute_in_process(instance=platform.instance).success
-    job = defs.resolve_job_def(daily_job.name)
+    job = day_job_after_a_change(platform, V1, V2)
     # Every step up to the flagged layer, then the table alone (the archive keeps version 1), then
     # on a third version the archive alone (the table keeps version 2).
     upstream = ["raw_meter_files", "cleansed_readings", "quarantined_readings", "flagged_anomalies"]
@@ -166,7 +160,8 @@ def test_the_table_and_the_archive_materialize_alone(platform):
     assert archived() == [("M1", 1.0), ("M2", 2.0)]
 
     platform.drop("a.csv", csv("M1,2024-03-04T17:00:00Z,7,kW"))
-    assert defs.resolve_job_def(ingest_job.name).execute_in_process(instance=platform.instance).success
+    ingest = build_definitions({"storage": platform.storage}).resolve_job_def(ingest_job.name)
+    assert ingest.execute_in_process(instance=platform.instance).success
     result = materialize("meter_readings_archive")
     assert written(result) == ["meter_readings_archive"]
     checks = [

@@ -101,11 +101,11 @@ def test_a_day_in_slices_ends_as_the_day_whole(tmp_path):
             whole_lake, lake.validation_stats_key(day)
         )
         # The hand-over layers between steps (Arrow) hold the same rows too.
-        for layer in ("raw_meter_files", "cleansed_readings", "flagged_anomalies"):
+        for layer in ("cleansed_readings", "flagged_anomalies"):
             key = lake.layer_key(layer, day)
             expected = sorted_frame(lake.read_layer(whole_lake, key))
             got = sorted_frame(lake.read_layer(sliced_lake, key))
             assert got.height > 0 and got.equals(expected), key
-    # Monday's raw layer really was cut in slices (one record batch each), the other in one.
-    assert lake.layer_slices(sliced_lake, lake.layer_key("raw_meter_files", MON)) > 10
-    assert lake.layer_slices(whole_lake, lake.layer_key("raw_meter_files", MON)) == 1
+    # Monday really was cut in slices (one record batch each), the other in one.
+    assert lake.layer_slices(sliced_lake, lake.layer_key("cleansed_readings", MON)) > 10
+    assert lake.layer_slices(whole_lake, lake.layer_key("cleansed_readings", MON)) == 1

@@ -115,7 +115,7 @@ def test_a_failed_slice_write_publishes_nothing_and_keeps_the_previous_layer(tmp
 
 def test_the_hand_over_layers_are_arrow_files_and_the_rest_parquet(tmp_path):
     day = date(2024, 3, 4)
-    for layer in ("raw_meter_files", "cleansed_readings", "flagged_anomalies"):
+    for layer in ("cleansed_readings", "flagged_anomalies"):
         assert lake.layer_key(layer, day) == f"layers/{layer}/date=2024-03-04.arrow"
     for layer in ("faulty_periods", "faulty_incidents"):
         assert lake.layer_key(layer, day) == f"layers/{layer}/date=2024-03-04.parquet"

@@ -453,8 +453,9 @@ def whole_batches(ledger: pl.DataFrame, day: date, files: pl.DataFrame) -> list[
         .group_by("batch")
         .len("staged")
     )
-    wanted = files.group_by("batch").len("wanted")
-    whole = wanted.join(staged, on="batch").filter(pl.col("wanted") == pl.col("staged"))
+    # Distinct keys: a file re-sent unchanged is listed again under the batch that staged it.
+    wanted = files.group_by("batch").agg(wanted=pl.col("key").n_unique())
+    whole = wanted.join(staged, on="batch").filter(pl.col("wanted").cast(pl.UInt32) == pl.col("staged"))
     return sorted(whole.get_column("batch").to_list())
 
 

@@ -159,6 +159,41 @@ def test_a_day_takes_only_the_current_version_of_each_file_of_a_batch(tmp_path):
     ).rows() == [("M2", "3")]
 
 
+def test_a_file_sent_again_unchanged_does_not_make_its_batch_look_current(tmp_path):
+    """Batch 1 staged a.csv and b.csv; a.csv is sent again unchanged (listed again under batch 1)
+    while b.csv changes (batch 2). Batch 1 still holds b.csv's old rows: it is read through the
+    join, and the day has b.csv's new row only."""
+    import os
+
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    landing.write("b.csv", FILES["b.csv"].encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    first = ingestion.load_ledger(lake_store).get_column("batch").unique().to_list()
+    landing.write("a.csv", FILES["a.csv"].encode())
+    os.utime(tmp_path / "landing" / "a.csv", (1, 1))  # a new version marker, the same bytes
+    landing.write("b.csv", csv("M2,2024-03-04T00:00:00Z,9,kW").encode())
+    later = ingestion.ingest_new_files(
+        landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 7, tzinfo=UTC)
+    )
+    assert (later.files_unchanged, later.files_staged) == (1, 1)
+    ledger = ingestion.load_ledger(lake_store)
+    files = ingestion.day_files(ledger, MON)
+    assert sorted(files.filter(pl.col("batch").is_in(first)).get_column("key").to_list()) == [
+        "a.csv",
+        "a.csv",
+    ]
+    assert set(ingestion.whole_batches(ledger, MON, files)).isdisjoint(first)
+    rows = ingestion.load_day_rows(lake_store, ledger, MON)
+    assert rows.sort("source_file", "line_number").select(
+        "meter_id", "energy_value", "source_file"
+    ).rows() == [
+        ("M1", "1.5", "a.csv"),
+        ("M1", None, "a.csv"),
+        ("M2", "9", "b.csv"),
+    ]
+
+
 def test_a_manifest_pins_the_rows_its_day_had_when_it_was_written(tmp_path):
     """The raw rows a manifest records (its files and the batches read whole) are read back as the
     day had them, after the ledger moved on; a manifest without whole_batches (written before

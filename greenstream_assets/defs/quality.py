@@ -101,169 +101,175 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
     """Raw rows to flagged readings in one pass over the day, a slice of meters at a time: each
     slice is checked as sent, validated, and flagged while it is in memory, and each layer is
     written as it goes, instead of every step reading back the one before (serialization between
-    steps cost ~1 s of CPU a day). Any subset can be materialized: cleansed and quarantined alone
-    read the raw rows the last manifest pins, flagged alone reads the cleansed layer. When a
-    blocking check of cleansed_readings fails, flagged_anomalies is not published and the step
-    fails."""
+    steps cost ~1.5 s of CPU a day). Any subset can be materialized: cleansed and quarantined
+    (always together: the two sides of one validation) read the raw rows the last manifest pins,
+    flagged alone reads the cleansed layer, and a check alone is evaluated on what its asset last
+    published. Outputs are published upstream first (manifest, cleansed layer and quarantine,
+    validation stats, flagged layer, faulty periods), so a failure part way leaves later outputs at
+    their previous version, never ahead of what they are made from. When a blocking check of
+    cleansed_readings fails, flagged_anomalies is not published and the step fails."""
     day = partition_day(context)
     store = storage.lake_store()
     config = rules.config()
     selected = context.selected_asset_keys
-    check_raw, keep, quarantine = RAW in selected, CLEANSED in selected, QUARANTINED in selected
-    validate, flag = keep or quarantine, FLAGGED in selected
-    # Flagged from the cleansed rows as they are made when cleansed_readings is built too, else
-    # from its layer as last materialized: flagged_anomalies always derives from that asset.
-    flag_inline = flag and keep
-    selected_checks = context.selected_asset_check_keys
+    build_raw, keep, quarantine, flag = (key in selected for key in (RAW, CLEANSED, QUARANTINED, FLAGGED))
+    if keep != quarantine:
+        raise dg.Failure(
+            description=(
+                "cleansed_readings and quarantined_readings are the two sides of one validation (every "
+                "raw row is kept, quarantined or collapsed): materialize them together."
+            ),
+            allow_retries=False,
+        )
+    validate = keep
+    flag_inline = flag and validate
+    wanted_checks = context.selected_asset_check_keys
+    check_raw, check_cleansed, check_conserved = (
+        dg.AssetCheckKey(asset, name) in wanted_checks
+        for asset, name in ((RAW, RAW_SCHEMA), (CLEANSED, CLEANSED_SCHEMA), (CLEANSED, ROWS_CONSERVED))
+    )
     slice_rows = storage.slice_rows_or_default()
-    raw_check, cleansed_check = SchemaCheck(RawReadings), SchemaCheck(CleansedReadings)
+    raw_check = SchemaCheck(RawReadings) if check_raw else None
+    cleansed_check = SchemaCheck(CleansedReadings) if check_cleansed else None
     stats = {"rows_in": 0, "rows_collapsed": 0, "missing": 0, "anomalies": 0, "faulty_readings": 0}
     counts = dict.fromkeys(REASONS, 0)
     kept_head, quarantined_head, anomaly_sample = Preview(), Preview(), Preview()
     periods: list[pl.DataFrame] = []
-    raw_rows = 0
-    files = manifest = None
-    results: list[Any] = []
-    with ExitStack() as stack:
-        if check_raw:
-            ledger = ingestion.load_ledger(store)
-            files = ingestion.day_files(ledger, day)
-            whole = ingestion.whole_batches(ledger, day, files)
-            raw_slices = stack.enter_context(
-                ingestion.staged_row_slices(store, day, files, whole, slice_rows)
-            )
-        elif validate:
-            manifest = read_manifest(store, day)
-            raw_slices = stack.enter_context(ingestion.manifest_row_slices(store, manifest, slice_rows))
-        cleansed_out = (
-            stack.enter_context(lake.SliceWriter(store, lake.layer_key("cleansed_readings", day)))
-            if keep
-            else None
-        )
-        quarantined_out = (
-            stack.enter_context(lake.JsonLinesWriter(store, lake.quarantine_key(day))) if quarantine else None
-        )
+    raw_rows = kept_rows = quarantined_rows = 0
+    files = whole = None
+    checks: list[dg.AssetCheckResult] = []
+
+    def flagged_slice(flagged: pl.DataFrame, found: pl.DataFrame) -> None:
+        assert flagged_out is not None
+        flagged_out.write(flagged)
+        periods.append(found)
+        stats["anomalies"] += int(flagged.get_column("is_anomaly").sum())
+        stats["faulty_readings"] += int(flagged.get_column("is_faulty").sum())
+        anomaly_sample.add(flagged.filter(pl.col("is_anomaly")))
+
+    with ExitStack() as outer:
+        # Published last, when the block below has published what it is made from.
         flagged_out = (
-            stack.enter_context(lake.SliceWriter(store, lake.layer_key("flagged_anomalies", day)))
+            outer.enter_context(lake.SliceWriter(store, lake.layer_key("flagged_anomalies", day)))
             if flag
             else None
         )
-
-        def flagged_slice(flagged: pl.DataFrame, found: pl.DataFrame) -> None:
-            assert flagged_out is not None
-            flagged_out.write(flagged)
-            periods.append(found)
-            stats["anomalies"] += int(flagged.get_column("is_anomaly").sum())
-            stats["faulty_readings"] += int(flagged.get_column("is_faulty").sum())
-            anomaly_sample.add(flagged.filter(pl.col("is_anomaly")))
-
-        if check_raw or validate:
-            # A slice of meters at a time (see lake.meter_slice): a meter's rows, and so its
-            # duplicates and stuck runs, always share a slice. Two slices at once (lake.mapped).
-            def rules_of(raw: pl.DataFrame) -> tuple[pl.DataFrame, Any, Any]:
-                if not validate:
-                    return raw, None, None
-                result = validate_readings(raw, config, day)
-                return raw, result, flag_readings(result.cleansed, config) if flag_inline else None
-
-            for raw, result, flagged in stack.enter_context(lake.mapped(rules_of, raw_slices)):
-                raw_rows += raw.height
-                if check_raw:
-                    raw_check.add(raw)
-                if result is None:
-                    continue
-                if cleansed_out is not None:
-                    cleansed_out.write(result.cleansed)
-                    cleansed_check.add(result.cleansed)
-                if quarantined_out is not None:
-                    quarantined_out.write(result.quarantined)
-                    quarantined_head.add(result.quarantined)
-                results.append((result.cleansed.height, result.quarantined.height))
-                stats["rows_in"] += result.rows_in
-                stats["rows_collapsed"] += result.collapsed_rows
-                stats["missing"] += int(result.cleansed.get_column("is_missing").sum())
-                for reason, n in result.reason_counts().items():
-                    counts[reason] += n
-                kept_head.add(result.cleansed)
-                if flagged is not None:
-                    flagged_slice(*flagged)
-        if flag and not flag_inline:
-            # flagged_anomalies alone: from the cleansed layer as last materialized.
-            cleansed_slices = stack.enter_context(
-                lake.read_slices(store, lake.layer_key("cleansed_readings", day))
+        with ExitStack() as stack:
+            # Entered in the reverse of their publication order (last in, first out): the cleansed
+            # layer, then the quarantine.
+            quarantined_out = (
+                stack.enter_context(lake.JsonLinesWriter(store, lake.quarantine_key(day)))
+                if validate
+                else None
             )
-            for flagged in stack.enter_context(
-                lake.mapped(lambda cleansed: flag_readings(cleansed, config), cleansed_slices)
-            ):
-                flagged_slice(*flagged)
-        if check_raw:
-            assert files is not None
-            manifest = {
-                "day": day.isoformat(),
-                "files_digest": ingestion.files_digest(files),
-                "rows": raw_rows,
-                # Batches whose staged rows for the day are all of these files (read without a join).
-                "whole_batches": whole,
-                # Where each file's original bytes are kept: its own object under raw/files/, or
-                # (small files) a member of the same name in a zip under raw/packs/
-                # (lake.read_raw_backup).
-                "files": files.select("key", "size", "checksum", "rows", "batch")
-                .with_columns(ingestion.backup_objects(files))
-                .to_dicts(),
-            }
-            lake.write_json(store, lake.raw_manifest_key(day), manifest)
-        kept_rows = sum(kept for kept, _ in results)
-        quarantined_rows = sum(q for _, q in results)
-        checks: list[dg.AssetCheckResult] = []
-        all_periods = None
-        if keep:
-            accounted = kept_rows + quarantined_rows + stats["rows_collapsed"]
-            checks = [
-                cleansed_check.result(CLEANSED_SCHEMA, CLEANSED),
-                dg.AssetCheckResult(
-                    check_name=ROWS_CONSERVED,
-                    asset_key=CLEANSED,
-                    passed=accounted == stats["rows_in"],
-                    metadata={
-                        "rows_in": stats["rows_in"],
-                        "rows_kept": kept_rows,
-                        "rows_quarantined": quarantined_rows,
-                        "rows_collapsed": stats["rows_collapsed"],
-                        "unaccounted": stats["rows_in"] - accounted,
-                    },
-                ),
-            ]
-        checks = [c for c in checks if dg.AssetCheckKey(c.asset_key, c.check_name) in selected_checks]
-        blocked = [c.check_name for c in checks if not c.passed]
-        if flagged_out is not None:
-            if blocked:
-                # What the blocking checks refused is not passed on: the previous flagged layer stays.
-                flagged_out.discard()
-            else:
-                all_periods = pl.concat(periods).sort("meter_id", "start_ts")
-                lake.write_layer(store, lake.layer_key("faulty_periods", day), all_periods)
+            cleansed_out = (
+                stack.enter_context(lake.SliceWriter(store, lake.layer_key("cleansed_readings", day)))
+                if validate
+                else None
+            )
+            if build_raw or validate or check_raw:
+                if build_raw:
+                    ledger = ingestion.load_ledger(store)
+                    files = ingestion.day_files(ledger, day)
+                    whole = ingestion.whole_batches(ledger, day, files)
+                    source = ingestion.staged_row_slices(store, day, files, whole, slice_rows)
+                else:
+                    source = ingestion.manifest_row_slices(store, read_manifest(store, day), slice_rows)
+                raw_slices = stack.enter_context(source)
+
+                # A slice of meters at a time (see lake.meter_slice): a meter's rows, and so its
+                # duplicates and stuck runs, always share a slice. Two slices at once (lake.mapped).
+                def rules_of(raw: pl.DataFrame) -> tuple[pl.DataFrame, Any, Any]:
+                    if not validate:
+                        return raw, None, None
+                    result = validate_readings(raw, config, day)
+                    return raw, result, flag_readings(result.cleansed, config) if flag_inline else None
+
+                for raw, result, flagged in stack.enter_context(lake.mapped(rules_of, raw_slices)):
+                    raw_rows += raw.height
+                    if raw_check is not None:
+                        raw_check.add(raw)
+                    if result is None:
+                        continue
+                    assert cleansed_out is not None and quarantined_out is not None
+                    cleansed_out.write(result.cleansed)
+                    quarantined_out.write(result.quarantined)
+                    if cleansed_check is not None:
+                        cleansed_check.add(result.cleansed)
+                    kept_rows += result.cleansed.height
+                    quarantined_rows += result.quarantined.height
+                    stats["rows_in"] += result.rows_in
+                    stats["rows_collapsed"] += result.collapsed_rows
+                    stats["missing"] += int(result.cleansed.get_column("is_missing").sum())
+                    for reason, n in result.reason_counts().items():
+                        counts[reason] += n
+                    kept_head.add(result.cleansed)
+                    quarantined_head.add(result.quarantined)
+                    if flagged is not None:
+                        flagged_slice(*flagged)
+            if not validate and ((flag and not flag_inline) or check_cleansed or check_conserved):
+                # flagged_anomalies or cleansed_readings' checks alone: from the cleansed layer as
+                # last published.
+                cleansed_slices = stack.enter_context(
+                    lake.read_slices(store, lake.layer_key("cleansed_readings", day))
+                )
+
+                def from_layer(cleansed: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
+                    return cleansed, flag_readings(cleansed, config) if flag else None
+
+                for cleansed, flagged in stack.enter_context(lake.mapped(from_layer, cleansed_slices)):
+                    kept_rows += cleansed.height
+                    if cleansed_check is not None:
+                        cleansed_check.add(cleansed)
+                    if flagged is not None:
+                        flagged_slice(*flagged)
+            if build_raw:
+                # Before any layer is published: what the day's layers are built from comes first.
+                assert files is not None and whole is not None
+                lake.write_json(store, lake.raw_manifest_key(day), raw_manifest(day, files, whole, raw_rows))
+            if raw_check is not None:
+                checks.append(raw_check.result(RAW_SCHEMA, RAW))
+            if cleansed_check is not None:
+                checks.append(cleansed_check.result(CLEANSED_SCHEMA, CLEANSED))
+            if check_conserved:
+                conserved = (
+                    (stats["rows_in"], stats["rows_collapsed"], quarantined_rows)
+                    if validate
+                    else stored_validation(store, day)
+                )
+                checks.append(rows_conserved(kept_rows, *conserved))
+        # The cleansed layer and the quarantine are published; the counts made with them follow.
         if validate:
             lake.write_json(
                 store,
                 lake.validation_stats_key(day),
                 {"rows_in": stats["rows_in"], "rows_collapsed": stats["rows_collapsed"], "reasons": counts},
             )
-    if check_raw:
-        assert files is not None and manifest is not None
+        blocked = [c.check_name for c in checks if c.asset_key == CLEANSED and not c.passed]
+        if flagged_out is not None and blocked:
+            # What the blocking checks refused is not passed on: the previous flagged layer stays.
+            flagged_out.discard()
+    all_periods = None
+    if flag and not blocked:
+        all_periods = pl.concat(periods).sort("meter_id", "start_ts")
+        lake.write_layer(store, lake.layer_key("faulty_periods", day), all_periods)
+
+    if build_raw:
+        assert files is not None
         yield dg.MaterializeResult(
             asset_key=RAW,
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(raw_rows),
-                "files": dg.MetadataValue.int(files.height),
+                "files": dg.MetadataValue.int(files.get_column("key").n_unique()),
                 "source_files": preview(
-                    files.select("key", "size", "rows", pl.col("checksum").str.slice(0, 16))
+                    files.unique("key", keep="first", maintain_order=True).select(
+                        "key", "size", "rows", pl.col("checksum").str.slice(0, 16)
+                    )
                 ),
                 "manifest": dg.MetadataValue.path(lake.raw_manifest_key(day)),
             },
         )
-        if dg.AssetCheckKey(RAW, RAW_SCHEMA) in selected_checks:
-            yield raw_check.result(RAW_SCHEMA, RAW)
-    if keep:
+    if validate:
         yield dg.MaterializeResult(
             asset_key=CLEANSED,
             metadata={
@@ -274,7 +280,6 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                 "preview": kept_head.value(),
             },
         )
-    if quarantine:
         yield dg.MaterializeResult(
             asset_key=QUARANTINED,
             metadata={
@@ -286,6 +291,9 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
         )
     yield from checks
     if flag and blocked:
+        # The same rows would fail again: neither the step nor the run is retried (the instance's
+        # run retries skip a run tagged so).
+        context.instance.add_run_tags(context.run.run_id, {NO_RETRY_ON_STEP_FAILURE: "false"})
         raise dg.Failure(
             description=(
                 f"cleansed_readings failed its blocking check(s) {', '.join(blocked)} for {day}: "
@@ -308,6 +316,55 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
         )
 
 
+# Dagster's run tag that decides whether the instance's run retries take a run failed by a step.
+NO_RETRY_ON_STEP_FAILURE = "dagster/retry_on_asset_or_op_failure"
+
+
+def raw_manifest(day: date, files: pl.DataFrame, whole: list[str], rows: int) -> dict:
+    """What raw_meter_files records of a day: its files, their digest, and how to read their rows."""
+    return {
+        "day": day.isoformat(),
+        "files_digest": ingestion.files_digest(files),
+        "rows": rows,
+        # Batches whose staged rows for the day are all of these files (read without a join).
+        "whole_batches": whole,
+        # Where each file's original bytes are kept: its own object under raw/files/, or (small
+        # files) a member of the same name in a zip under raw/packs/ (lake.read_raw_backup).
+        "files": files.select("key", "size", "checksum", "rows", "batch")
+        .with_columns(ingestion.backup_objects(files))
+        .to_dicts(),
+    }
+
+
+def rows_conserved(kept: int, rows_in: int, collapsed: int, quarantined: int) -> dg.AssetCheckResult:
+    accounted = kept + quarantined + collapsed
+    return dg.AssetCheckResult(
+        check_name=ROWS_CONSERVED,
+        asset_key=CLEANSED,
+        passed=accounted == rows_in,
+        metadata={
+            "rows_in": rows_in,
+            "rows_kept": kept,
+            "rows_quarantined": quarantined,
+            "rows_collapsed": collapsed,
+            "unaccounted": rows_in - accounted,
+        },
+    )
+
+
+def stored_validation(store: BlobStore, day: date) -> tuple[int, int, int]:
+    """(rows in, rows collapsed, rows quarantined) of the day's last validation, as published
+    with its cleansed layer and quarantine."""
+    key = lake.validation_stats_key(day)
+    if not store.exists(key):
+        raise dg.Failure(
+            description=f"cleansed_readings has not been materialized for {day} (no {key}).",
+            allow_retries=False,
+        )
+    stats = lake.read_json(store, key)
+    return stats["rows_in"], stats["rows_collapsed"], sum(stats["reasons"].values())
+
+
 def read_manifest(store: BlobStore, day: date) -> dict:
     """The raw manifest of ``day``: the files raw_meter_files was last materialized from."""
     key = lake.raw_manifest_key(day)
@@ -319,4 +376,14 @@ def read_manifest(store: BlobStore, day: date) -> dict:
             ),
             allow_retries=False,
         )
-    return lake.read_json(store, key)
+    manifest = lake.read_json(store, key)
+    if any("batch" not in f for f in manifest["files"]):
+        raise dg.Failure(
+            description=(
+                f"The raw manifest of {day} ({key}) was written before manifests named each file's "
+                "ingestion batch, so its rows cannot be found again: materialize raw_meter_files "
+                "first, or together with cleansed_readings."
+            ),
+            allow_retries=False,
+        )
+    return manifest

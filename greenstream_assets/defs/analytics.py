@@ -2,7 +2,7 @@
 report, the faulty-meter registry, forecasting features, and data quality over time."""
 
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
@@ -12,6 +12,7 @@ from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, Preview, da
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
 from greenstream_assets.rules import drift, features, incidents, meter_reports, vee
+from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.validation import (
     CONFLICTING_DUPLICATE,
     INVALID_TIMESTAMP,
@@ -21,6 +22,7 @@ from greenstream_assets.rules.validation import (
 )
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import BlobStore
+from greenstream_assets.storage.warehouse import Warehouse
 
 NEW_FAULTY_INCIDENTS = "new_faulty_incidents"
 QUALITY_DRIFT = "quality_drift"
@@ -198,30 +200,12 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
         )
 
 
-@daily_asset(
-    group_name="reports",
-    deps=["flagged_anomalies", "meter_readings_archive"],
-    kinds={"polars", "table"},
-    pool=WAREHOUSE_POOL,
-    check_specs=[
-        daily_check(
-            NEW_FAULTY_INCIDENTS,
-            "faulty_meter_incidents",
-            description="Warns with the list of faulty-meter incidents that began on this day.",
-        )
-    ],
-)
-def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
-    """The faulty-meter registry: one incident per meter and stuck period (start, end, duration,
-    open/closed), followed across midnight using the previous day's readings and open incidents, and
-    closed when the meter recovers. Each day's view of its incidents is stored in
-    faulty_incident_days; the view faulty_meter_incidents keeps each incident's latest state, so
-    re-running a day never duplicates one."""
-    day = partition_day(context)
-    config = rules.config()
-    store = storage.lake_store()
+def _incidents_of_day(
+    store: BlobStore, day: date, config: RulesConfig, previous_open: pl.DataFrame | None
+) -> pl.DataFrame:
+    """``day``'s incidents from its flagged readings, the previous day's archived tail of stuck
+    meters and ``previous_open`` (the previous day's incidents), sorted by ``incidents.KEY``."""
     previous = day - timedelta(days=1)
-    previous_open = lake.read_parquet_if_exists(store, lake.layer_key("faulty_incidents", previous))
     columns = list(incidents.READING_COLUMNS)
     parts = []
     with (
@@ -256,12 +240,63 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
         silent = silent.filter(~silent.is_in(pl.concat([silent.clear(), *seen]).implode()))
         if silent.len():
             parts.append(incidents_of(silent, pl.DataFrame(schema=incidents.READING_SCHEMA)))
-    found = pl.concat(parts).sort(*incidents.KEY)
+    return pl.concat(parts).sort(*incidents.KEY)
+
+
+def _publish_incidents(store: BlobStore, warehouse: Warehouse, day: date, found: pl.DataFrame) -> None:
+    """``day``'s incidents to the lake (what the next day reads) and to faulty_incident_days."""
     lake.write_parquet(store, lake.layer_key("faulty_incidents", day), found)
-    storage.open_warehouse().replace_day(
-        "faulty_incident_days", day, found.with_columns(reading_date=pl.lit(day))
+    warehouse.replace_day("faulty_incident_days", day, found.with_columns(reading_date=pl.lit(day)))
+
+
+@daily_asset(
+    group_name="reports",
+    deps=["flagged_anomalies", "meter_readings_archive"],
+    kinds={"polars", "table"},
+    pool=WAREHOUSE_POOL,
+    check_specs=[
+        daily_check(
+            NEW_FAULTY_INCIDENTS,
+            "faulty_meter_incidents",
+            description="Warns with the list of faulty-meter incidents that began on this day.",
+        )
+    ],
+)
+def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
+    """The faulty-meter registry: one incident per meter and stuck period (start, end, duration,
+    open/closed), followed across midnight using the previous day's readings and open incidents, and
+    closed when the meter recovers. Each day's view of its incidents is stored in
+    faulty_incident_days; the view faulty_meter_incidents keeps each incident's latest state, so
+    re-running a day never duplicates one.
+
+    A day's incidents carry on into the next day's, so a day that changes (a late file, or days run
+    out of order) recomputes the days after it that were already computed, one after another, until
+    one comes out as it was: the registry never keeps a stuck period twice, nor loses one that
+    crossed into a day computed first."""
+    day = partition_day(context)
+    config = rules.config()
+    store = storage.lake_store()
+    warehouse = storage.open_warehouse()
+    previous_open = lake.read_parquet_if_exists(
+        store, lake.layer_key("faulty_incidents", day - timedelta(days=1))
     )
+    found = _incidents_of_day(store, day, config, previous_open)
+    _publish_incidents(store, warehouse, day, found)
     lake.mark_day_done(store, day, "faulty_meter_incidents")
+    carried: list[str] = []
+    following, state = day + timedelta(days=1), found
+    while store.exists(lake.layer_key("faulty_incidents", following)) and store.exists(
+        lake.layer_key("flagged_anomalies", following)
+    ):
+        stored = lake.read_parquet(store, lake.layer_key("faulty_incidents", following))
+        redone = _incidents_of_day(store, following, config, state)
+        if redone.equals(stored):
+            break
+        _publish_incidents(store, warehouse, following, redone)
+        carried.append(following.isoformat())
+        following, state = following + timedelta(days=1), redone
+    if carried:
+        context.log.info(f"Incidents of {day} carried on into the days after it: {', '.join(carried)}")
     known = (
         previous_open.select(incidents.KEY)
         if previous_open is not None

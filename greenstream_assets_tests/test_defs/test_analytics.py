@@ -98,6 +98,64 @@ def test_reports_registry_vee_features_and_quality(platform):
     assert quality == [(MON, 192, 192, 0, 0, 0), (TUE, 192, 192, 0, 0, 0)]
 
 
+INCIDENTS = "SELECT meter_id, start_ts, end_ts, duration_hours, status, readings FROM faulty_meter_incidents"
+
+
+def from_interval(meter: str, day: date, first: int, values: list[float]) -> list[str]:
+    return [f"{meter},{at(day, 15 * (first + i))},{v},kW" for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("platform", ["local", "postgres"], indirect=True)
+def test_a_late_file_for_a_day_carries_its_incidents_into_the_next_day(platform):
+    # M1 sends nothing from 16:00 to 17:45 on Monday, zeros from 18:00, and recovers at 02:15 on
+    # Tuesday. The late file holds Monday's zeros from 16:00: the incident starts two hours earlier.
+    # Only Monday is run again, and the registry still holds one incident, closed on Tuesday.
+    platform.drop(
+        "mon.csv",
+        csv(*from_interval("M1", MON, 0, [1.0] * 64), *from_interval("M1", MON, 72, [0.0] * 24)),
+    )
+    platform.drop("tue.csv", csv(*series("M1", TUE, [0.0] * 9 + [1.0] * 87)))
+    run(platform)
+    tue_2 = datetime(2024, 3, 5, 2, tzinfo=UTC)
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 18, tzinfo=UTC), tue_2, 8.0, "closed", 33)
+    ]
+    platform.drop("late.csv", csv(*from_interval("M1", MON, 64, [0.0] * 8)))
+    assert sorted(run(platform).days) == [MON]
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 16, tzinfo=UTC), tue_2, 10.0, "closed", 41)
+    ]
+    # Tuesday's own state of the incident was recomputed: no row of it still starts at 18:00.
+    assert platform.query(
+        "SELECT reading_date, start_ts, status FROM faulty_incident_days ORDER BY reading_date"
+    ).rows() == [
+        (MON, datetime(2024, 3, 4, 16, tzinfo=UTC), "open"),
+        (TUE, datetime(2024, 3, 4, 16, tzinfo=UTC), "closed"),
+    ]
+
+
+@pytest.mark.parametrize("platform", ["local"], indirect=True)
+def test_days_run_newest_first_still_find_the_incident_across_midnight(platform):
+    # Zeros from 22:00 on Monday to 04:00 on Tuesday (25 readings, 6 hours), recovered at 04:15.
+    platform.drop("mon.csv", csv(*series("M1", MON, [1.0] * 88 + [0.0] * 8)))
+    platform.drop("tue.csv", csv(*series("M1", TUE, [0.0] * 17 + [1.0] * 79)))
+    resources = {"storage": platform.storage}
+    assert run_landing_zone(TUE, instance=platform.instance, resources=resources).failed == []
+    # Tuesday alone: two hours of zeros that began before its first reading, no incident yet.
+    assert platform.query(INCIDENTS).rows() == []
+    assert run_landing_zone(MON, instance=platform.instance, resources=resources).failed == []
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 22, tzinfo=UTC), datetime(2024, 3, 5, 4, tzinfo=UTC), 6.0, "closed", 25)
+    ]
+    # Monday's six zeros are no incident on their own; Tuesday, recomputed from Monday's tail,
+    # holds it. Running Monday again changes nothing: Tuesday comes out as it was.
+    held = [(TUE, datetime(2024, 3, 4, 22, tzinfo=UTC), "closed")]
+    days = "SELECT reading_date, start_ts, status FROM faulty_incident_days ORDER BY reading_date"
+    assert platform.query(days).rows() == held
+    assert run_landing_zone(MON, instance=platform.instance, resources=resources).failed == []
+    assert platform.query(days).rows() == held
+
+
 @pytest.mark.parametrize("platform", ["local"], indirect=True)
 def test_the_drift_check_warns_when_invalid_rows_jump(platform):
     days = [MON + timedelta(days=i) for i in range(4)]

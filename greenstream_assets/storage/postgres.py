@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import polars as pl
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from greenstream_assets.storage.lake import prefetched
 from greenstream_assets.storage.warehouse import TABLES, VIEWS, Rows, frames
@@ -50,15 +51,20 @@ POLARS_TYPES = {
     "INTEGER": pl.Int32,
 }
 COPY_CHUNK_ROWS = 500_000
+# Ours unless the URL sets them: psycopg lets keyword arguments win over the URL's own options.
+CONNECT_DEFAULTS: dict[str, str | int] = {"application_name": "greenstream", "connect_timeout": 10}
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
+    """The URL with any password (``user:password@`` or ``?password=``) replaced, safe to log."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _pg_type(duck_type: str) -> tuple[str, bool]:
@@ -138,13 +144,9 @@ class PostgresWarehouse:
 
     @contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        conn = psycopg.connect(
-            self.dsn,
-            password=self.password,
-            autocommit=autocommit,
-            application_name="greenstream",
-            connect_timeout=10,
-        )
+        in_url = conninfo_to_dict(self.dsn)
+        defaults = {name: value for name, value in CONNECT_DEFAULTS.items() if name not in in_url}
+        conn = psycopg.connect(self.dsn, password=self.password, autocommit=autocommit, **defaults)
         try:
             conn.execute("SET TimeZone = 'UTC'")
             conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(self.schema)))

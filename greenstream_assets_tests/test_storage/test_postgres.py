@@ -1,5 +1,6 @@
 """The PostgreSQL warehouse against the real server: swaps, concurrency, a killed load, roles."""
 
+import re
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -9,8 +10,9 @@ import polars as pl
 import psycopg
 import pytest
 
+from greenstream_assets.defs.warehouse import rows_of_day
 from greenstream_assets.storage.postgres import PostgresWarehouse, mask_url
-from greenstream_assets.storage.warehouse import TABLES
+from greenstream_assets.storage.warehouse import TABLES, DuckDBWarehouse
 
 DAY = date(2024, 3, 4)
 COLUMNS = [name for name, _, _ in TABLES["meter_readings"]]
@@ -162,8 +164,59 @@ def test_the_password_never_shows_in_the_url():
         == "postgresql://gs:***@db:5432/x?sslmode=require"
     )
     assert PostgresWarehouse("postgresql://gs:s3cret@db/x").url == "postgresql://gs:***@db/x"
+    assert (
+        mask_url("postgresql://gs@db/x?sslmode=require&password=s3cret&application_name=a")
+        == "postgresql://gs@db/x?sslmode=require&password=***&application_name=a"
+    )
+    assert "s3cret" not in PostgresWarehouse("postgresql://gs@db/x?password=s3cret").url
     with pytest.raises(ValueError):
         PostgresWarehouse("postgresql://db/x", schema='x"; DROP SCHEMA public; --')
+
+
+def test_libpq_options_in_the_url_win_over_our_defaults(pg_url, pg_schema):
+    options = "connect_timeout=45&application_name=analyst_tool"
+    tuned = PostgresWarehouse(f"{pg_url}{'&' if '?' in pg_url else '?'}{options}", schema=pg_schema)
+    with tuned.connect() as conn:
+        assert conn.execute("SHOW application_name").fetchone() == ("analyst_tool",)
+        assert conn.info.get_parameters()["connect_timeout"] == "45"
+    with PostgresWarehouse(pg_url, schema=pg_schema).connect() as conn:
+        assert conn.execute("SHOW application_name").fetchone() == ("greenstream",)
+        assert conn.info.get_parameters()["connect_timeout"] == "10"
+
+
+class ExplainedWarehouse:
+    """A warehouse that also keeps the plan of every query it runs."""
+
+    def __init__(self, warehouse: PostgresWarehouse) -> None:
+        self.warehouse = warehouse
+        self.plans: list[str] = []
+
+    def query(self, statement, params=None):
+        plan = self.warehouse.query(f"EXPLAIN {statement}", params).to_series().to_list()
+        self.plans.append("\n".join(plan))
+        return self.warehouse.query(statement, params)
+
+
+def test_the_step_counts_a_day_in_its_partition_alone(warehouse):
+    for day, meters in ((DAY, 3), (DAY + timedelta(days=1), 5)):
+        warehouse.replace_day("meter_readings", day, readings(day, meters))
+    explained = ExplainedWarehouse(warehouse)
+    assert rows_of_day(explained, DAY) == 3 * 96
+    # Pruned to the day's partition: the other day's is neither scanned nor locked.
+    assert [set(re.findall(r"meter_readings_\d{8}", plan)) for plan in explained.plans] == [
+        {"meter_readings_20240304"}
+    ]
+
+
+def test_rows_of_day_on_duckdb(tmp_path):
+    warehouse = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
+    for day, meters in ((DAY, 3), (DAY + timedelta(days=1), 5)):
+        warehouse.replace_day("meter_readings", day, readings(day, meters))
+    assert [rows_of_day(warehouse, d) for d in (DAY, DAY + timedelta(days=1), DAY + timedelta(days=2))] == [
+        3 * 96,
+        5 * 96,
+        0,
+    ]
 
 
 def test_least_privilege_roles(pg_url, pg_schema):

@@ -16,15 +16,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write synthetic meter files into the landing zone")
-    gen.add_argument("--meters", type=int, default=200)
-    gen.add_argument("--days", type=int, default=7)
+    gen.add_argument("--meters", type=_bounded(int, 1), default=200)
+    gen.add_argument("--days", type=_bounded(int, 1), default=7)
     gen.add_argument("--start", type=date.fromisoformat, default=date.today() - timedelta(days=7))
-    gen.add_argument("--interval", type=int, default=15, help="minutes between readings")
+    gen.add_argument(
+        "--interval",
+        type=_interval,
+        default=15,
+        help="minutes between readings (a divisor of 1440, so that a day is whole intervals)",
+    )
     gen.add_argument("--layout", choices=["batch", "per-meter"], default="batch")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--clean", action="store_true", help="inject no defects")
     for name, default in vars(Defects()).items():
-        gen.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        # Shares of rows or meters between 0 and 1; a count of files from 0 up.
+        kind = _bounded(float, 0.0, 1.0) if isinstance(default, float) else _bounded(int, 0)
+        gen.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
 
     run = sub.add_parser("run", help="process what is in the landing zone now, through Dagster")
     run.add_argument("--day", type=date.fromisoformat, help="re-materialize this day (YYYY-MM-DD)")
@@ -33,6 +40,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return _generate(args)
     return _run(args.day)
+
+
+def _bounded(kind: type, low: float, high: float | None = None):
+    """An argparse type: ``kind`` of the text, within [low, high]; else a one-line usage error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
+        if value < low or (high is not None and value > high) or value != value:
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {bounds}")
+        return value
+
+    return parse
+
+
+def _interval(text: str) -> int:
+    minutes = _bounded(int, 1, 1440)(text)
+    if 1440 % minutes:
+        raise argparse.ArgumentTypeError(
+            f"{minutes} does not divide a day (1440 minutes) into whole intervals"
+        )
+    return minutes
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ FEATURES = dg.AssetKey("hourly_meter_features")
             ESTIMATED,
             deps=["flagged_anomalies", "meter_readings_archive"],
             group_name="quality",
-            kinds={"polars", "parquet"},
+            kinds={"polars", "parquet", "duckdb"},
             description=(
                 "Validation, Estimation, Editing: every meter's full interval grid for the day with a "
                 "quality code per reading (actual, estimated_linear, estimated_history, missing, anomaly, "
@@ -60,7 +60,7 @@ FEATURES = dg.AssetKey("hourly_meter_features")
             METER_PEAKS,
             deps=[ESTIMATED],
             group_name="reports",
-            kinds={"polars", "table"},
+            kinds={"polars", "duckdb", "table"},
             description=(
                 "Per meter and day: peak kW and when, energy in kWh (peak and off-peak periods), average "
                 "kW and load factor. Missing and anomalous readings never set a peak; estimated "
@@ -252,7 +252,7 @@ def _publish_incidents(store: BlobStore, warehouse: Warehouse, day: date, found:
 @daily_asset(
     group_name="reports",
     deps=["flagged_anomalies", "meter_readings_archive"],
-    kinds={"polars", "table"},
+    kinds={"polars", "duckdb", "table"},
     pool=WAREHOUSE_POOL,
     check_specs=[
         daily_check(
@@ -326,7 +326,7 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
 @daily_asset(
     group_name="reports",
     deps=["cleansed_readings", "quarantined_readings", "flagged_anomalies", "estimated_readings"],
-    kinds={"polars", "table"},
+    kinds={"polars", "duckdb", "table"},
     pool=WAREHOUSE_POOL,
     check_specs=[
         daily_check(
@@ -402,7 +402,10 @@ def daily_quality(context: dg.AssetExecutionContext, storage: StorageResource, r
         history if history.height else pl.DataFrame(schema=drift.DAY_STATS_SCHEMA), row, config
     )
     yield dg.MaterializeResult(
-        metadata={k: dg.MetadataValue.int(v) for k, v in row.items() if k != "reading_date"}
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(1),
+            **{k: dg.MetadataValue.int(v) for k, v in row.items() if k != "reading_date"},
+        }
     )
     drifted = findings.filter(pl.col("drifted"))
     yield dg.AssetCheckResult(

@@ -32,11 +32,21 @@ def daily_peaks(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     storage.open_warehouse().replace_day("daily_peaks", day, peak)
     lake.mark_day_done(store, day, "daily_peaks")
     peak_kw, peak_ts = peak.item(0, "peak_kw"), peak.item(0, "peak_ts")
+    # A day without a reading that can peak has no peak: no figure, not a peak of 0 kW.
+    found = (
+        {
+            "peak_kw": dg.MetadataValue.float(float(peak_kw)),
+            "peak_ts": dg.MetadataValue.text(peak_ts.isoformat()),
+        }
+        if peak_kw is not None and peak_ts is not None
+        else {}
+    )
     return dg.MaterializeResult(
         metadata={
-            "peak_kw": dg.MetadataValue.float(float(peak_kw) if peak_kw is not None else 0.0),
-            "peak_ts": dg.MetadataValue.text(peak_ts.isoformat() if peak_ts else "none"),
+            "dagster/row_count": dg.MetadataValue.int(peak.height),
+            **found,
             "meters_reporting": dg.MetadataValue.int(int(peak.item(0, "meters_reporting"))),
+            "preview": preview(peak),
         }
     )
 

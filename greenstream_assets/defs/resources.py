@@ -96,7 +96,7 @@ class RulesResource(dg.ConfigurableResource):
     holidays: list[str] = []
     drift_factor: float = 3.0
     drift_window_days: int = 14
-    min_drift_rate: float = 0.001
+    min_drift_rate: float = 0.0
 
     def config(self) -> RulesConfig:
         """The typed config; a setting no rule can work with is refused with what is wrong."""

@@ -40,7 +40,7 @@ class RulesConfig:
     # Features: local days flagged is_holiday.
     holidays: tuple[date, ...] = ()
     # Drift: a day's rate drifts above drift_factor x its trailing drift_window_days median; against
-    # a zero median, any rate of at least min_drift_rate drifts.
+    # a zero median any rate above zero drifts, or, when min_drift_rate is set, a rate of at least it.
     drift_factor: float = 3.0
     drift_window_days: int = 14
-    min_drift_rate: float = 0.001
+    min_drift_rate: float = 0.0

@@ -2,9 +2,10 @@
 
 Rates are per row received: ``anomalies / rows_in`` and ``invalid_rows / rows_in``. A rate drifts
 when it exceeds ``drift_factor`` x its median over the ``drift_window_days`` days before the day
-(days without rows have no rate and are left out of the median). A zero median would make any
-single bad row a drift, so against a zero median a rate drifts only when it is above zero and at
-least ``min_drift_rate`` (the ``threshold`` column then shows ``min_drift_rate``). Without any
+(days without rows have no rate and are left out of the median). Against a zero median any rate
+above zero exceeds it, as the rule says; an operator who finds a single bad row after quiet weeks
+too loud sets ``min_drift_rate``, and against a zero median a rate then drifts only when it is
+above zero and at least that (the ``threshold`` column shows it). Without any
 earlier day in the window there is no normal to compare with: nothing drifts, the median and
 threshold are null.
 """

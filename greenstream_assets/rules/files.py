@@ -27,8 +27,10 @@ def _control_bytes(data: bytes) -> int:
 def check_bytes(data: bytes) -> bytes:
     """The file's bytes as UTF-8 text without a byte-order mark, or ``RejectedFile`` when it is
     empty, binary or not UTF-8. Plain ASCII (what meters send) is not decoded at all."""
-    if not data or data.isspace():
+    if not data or data.removeprefix(b"\xef\xbb\xbf").isspace() or data == b"\xef\xbb\xbf":
         raise RejectedFile("empty_file", "the file has no content")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RejectedFile("bad_encoding", "UTF-16 text (byte-order mark); files must be UTF-8")
     # Binary data (an image, an archive) is full of NUL and other control bytes; a stray one in a
     # text file is a bad value, quarantined with its row.
     if _control_bytes(data) * 100 > len(data):
@@ -130,33 +132,55 @@ def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
     """Parse CSV text (or bytes from ``check_bytes``) to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
 
     Column names are matched after trimming spaces and case; order is free and extra columns are
-    dropped. ``line_number`` is the 1-based line in the file (the header is line 1).
-    Raises ``RejectedFile`` for unparseable CSV, missing or repeated required columns, or a header
-    without data rows.
+    dropped. Empty lines are no rows. ``line_number`` is the 1-based line in the file (the header is
+    line 1). Raises ``RejectedFile`` for unparseable CSV, missing or repeated required columns, or a
+    header without data rows.
     """
+    # Bytes: polars parses them without a copy through Python.
+    data = text.encode() if isinstance(text, str) else text
     try:
-        frame = pl.read_csv(
-            # Bytes: polars parses them without a copy through Python.
-            text.encode() if isinstance(text, str) else text,
-            infer_schema=False,
-            truncate_ragged_lines=True,
-            raise_if_empty=False,
-        )
+        frame = pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True, raise_if_empty=False)
     except pl.exceptions.PolarsError as err:
         raise RejectedFile("unparseable_csv", str(err).splitlines()[0][:300]) from None
-    names = {col.strip().lower(): col for col in frame.columns}
-    repeated = sorted(
-        {name for name in REQUIRED_COLUMNS if sum(col.strip().lower() == name for col in frame.columns) > 1}
-    )
-    if repeated:
-        raise RejectedFile("ambiguous_columns", "column(s) given more than once: " + ", ".join(repeated))
+    names = {}
+    for name in REQUIRED_COLUMNS:
+        found = [col for col in frame.columns if col.strip().lower() == name]
+        if len(found) > 1:
+            # An extra column spelled like a required one in another case is ignored as extras are;
+            # two spellings with none exact are ambiguous.
+            found = [col for col in found if col.strip() == name]
+            if len(found) != 1:
+                raise RejectedFile("ambiguous_columns", f"column {name} given more than once")
+        if found:
+            names[name] = found[0]
     missing = [col for col in REQUIRED_COLUMNS if col not in names]
     if missing:
         raise RejectedFile("missing_columns", "missing required column(s): " + ", ".join(missing))
-    if frame.height == 0:
-        raise RejectedFile("empty_file", "the header has no data rows")
-    return frame.select(
+    rows = frame.select(
         *(pl.col(names[col]).alias(col) for col in REQUIRED_COLUMNS),
         source_file=pl.lit(source_file),
         line_number=pl.int_range(2, frame.height + 2, dtype=pl.Int64),
     )
+    if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
+        rows = _without_blank_lines(rows, data, frame)
+    if rows.height == 0:
+        raise RejectedFile("empty_file", "the header has no data rows")
+    return rows
+
+
+def _without_blank_lines(rows: pl.DataFrame, data: bytes, parsed: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` without the ones polars made of empty lines (a row of nulls each), numbered by their
+    line in the file. Empty lines before the header are skipped by polars itself."""
+    lines = pl.Series("line", [data.decode("utf-8")]).str.split("\n").explode()
+    if data.endswith(b"\n"):
+        lines = lines.head(-1)
+    blank = lines.str.strip_suffix("\r").str.len_bytes() == 0
+    header = int(blank.arg_min() or 0)  # the first line that is not empty
+    blank = blank.slice(header + 1)
+    if blank.len() == rows.height:  # one row per line after the header: drop the empty ones
+        first = header + 2
+        return rows.with_columns(line_number=pl.int_range(first, first + rows.height, dtype=pl.Int64)).filter(
+            ~blank
+        )
+    # A quoted value spans lines: rows of nulls in every column of the file are the empty lines.
+    return rows.filter(~parsed.select(pl.all_horizontal(pl.all().is_null())).to_series())

@@ -10,18 +10,23 @@ _OFFSET = r"[+-]\d{2}:?\d{2}$"
 def parse_timestamp(column: str | pl.Expr, timezone: str) -> pl.Expr:
     """Parse ISO 8601 text to a UTC ``Datetime``; anything unparseable becomes null.
 
-    Accepted: ``T`` or a space between date and time, optional seconds and fractions, and a
-    trailing ``Z``, ``+HH:MM``/``+HHMM`` offset, or nothing. Text without an offset is local time
-    in ``timezone``; a local time that does not exist (the spring-forward gap) is null, and an
-    ambiguous one (the autumn fall-back hour) takes the earlier instant.
+    Accepted: ``T`` or a space between date and time (either case), optional seconds and fractions
+    (a decimal point or comma), and a trailing ``Z``, ``+HH:MM``/``+HHMM``/``+HH`` offset, or
+    nothing. Text without an offset is local time in ``timezone``; a local time that does not exist
+    (the spring-forward gap) is null, and an ambiguous one (the autumn fall-back hour) takes the
+    earlier instant.
     """
     text = column if isinstance(column, pl.Expr) else pl.col(column)
     norm = (
         text.str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ Tt]", "${1}T")
         .str.replace(r"(?i)Z$", "+00:00")
+        # A decimal comma, as ISO 8601 allows it ("08:15:00,5").
+        .str.replace(r"(T\d{2}:\d{2}:\d{2}),(\d+)", "${1}.${2}")
         # Minutes-only times ("T08:15") get explicit seconds.
         .str.replace(r"(T\d{2}:\d{2})([+-]|$)", "${1}:00${2}")
+        # An offset of whole hours ("+01") gets its minutes.
+        .str.replace(r"(T\d{2}:\d{2}:\d{2}(?:\.\d+)?[+-]\d{2})$", "${1}:00")
     )
     with_offset = norm.str.to_datetime(
         "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us", time_zone="UTC"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 
 
 def greenstream(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -96,3 +97,26 @@ def test_run_a_day_outside_the_partitions_says_so(tmp_path):
     )
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--interval", "0"], "argument --interval: 0 is out of range: from 1 to 1440"),
+        (
+            ["--interval", "7"],
+            "argument --interval: 7 does not divide a day (1440 minutes) into whole intervals",
+        ),
+        (["--meters", "-1"], "argument --meters: -1 is out of range: at least 1"),
+        (["--days", "0"], "argument --days: 0 is out of range: at least 1"),
+        (["--w-units", "2"], "argument --w-units: 2 is out of range: from 0.0 to 1.0"),
+        (["--nulls", "abc"], "argument --nulls: 'abc' is not a number"),
+        (["--broken-files", "-1"], "argument --broken-files: -1 is out of range: at least 0"),
+    ],
+)
+def test_generate_rejects_settings_it_cannot_honour_in_one_line(tmp_path, args, message):
+    run = greenstream(tmp_path, "generate", *args)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1] == f"greenstream generate: error: {message}"
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "landing").exists()

@@ -117,13 +117,28 @@ def test_kinds_follow_the_configured_storage(monkeypatch):
     def kinds(name):
         return build_definitions().get_repository_def().asset_graph.get(dg.AssetKey(name)).kinds
 
+    # Every asset that writes a warehouse table says which warehouse.
+    writes_tables = [
+        "meter_readings",
+        "daily_peaks",
+        "faulty_meters",
+        "estimated_readings",
+        "meter_daily_peaks",
+        "faulty_meter_incidents",
+        "daily_quality",
+    ]
     assert kinds("meter_readings") == {"duckdb", "table"}
     assert kinds("meter_readings_archive") == {"parquet"}
+    assert kinds("estimated_readings") == {"polars", "parquet", "duckdb"}
+    assert kinds("faulty_meter_incidents") == {"polars", "duckdb", "table"}
+    assert all("duckdb" in kinds(name) for name in writes_tables)
     monkeypatch.setenv("GREENSTREAM_WAREHOUSE", "postgresql://gs@db/meters")
     monkeypatch.setenv("GREENSTREAM_LAKE", "s3://lake/prefix")
     assert kinds("meter_readings") == {"postgres", "table"}
     assert kinds("meter_readings_archive") == {"parquet", "s3"}
     assert kinds("quarantined_readings") == {"json", "s3"}
+    assert kinds("estimated_readings") == {"polars", "parquet", "postgres", "s3"}
+    assert all("postgres" in kinds(name) and "duckdb" not in kinds(name) for name in writes_tables)
 
 
 ALLOCATOR_PROBE = """

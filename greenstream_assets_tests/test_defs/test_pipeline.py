@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime
 
+import dagster as dg
 import polars as pl
 
 from greenstream_assets import ingestion
@@ -231,3 +232,19 @@ def test_hostile_values_are_quarantined_with_a_reason_or_stored_verbatim(platfor
     quarantined = lake.read_jsonl(platform.lake, lake.quarantine_key(MON)).sort("line_number")
     assert quarantined.select("reason").to_series().to_list() == ["invalid_meter_id", "invalid_meter_id"]
     assert quarantined.get_column("meter_id").to_list() == ["M" * 10_000, "nul\x00meter"]
+
+
+def test_a_day_without_a_reading_that_can_peak_reports_no_peak(platform):
+    # Every reading of the day is missing: the day has rows, but no peak (not a peak of 0 kW).
+    platform.drop("2024-03-04/a.csv", csv("M1,2024-03-04T17:00:00Z,,kW", "M2,2024-03-04T17:00:00Z,NaN,kW"))
+    summary = run(platform)
+    assert "peak_kw" not in summary.days[MON] and "peak_ts" not in summary.days[MON]
+    assert (
+        "2024-03-04  2     0            0          0          0              -        -" in summary.render()
+    )
+    assert platform.query("SELECT * FROM daily_peaks").rows() == [(MON, None, None, 0)]
+    event = platform.instance.get_latest_materialization_event(dg.AssetKey("daily_peaks"))
+    metadata = event.asset_materialization.metadata
+    assert "peak_kw" not in metadata and "peak_ts" not in metadata
+    assert (metadata["dagster/row_count"].value, metadata["meters_reporting"].value) == (1, 0)
+    assert "| reading_date | peak_ts | peak_kw | meters_reporting |" in metadata["preview"].value

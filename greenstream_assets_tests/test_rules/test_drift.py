@@ -39,7 +39,7 @@ def drifted(findings: pl.DataFrame) -> dict[str, bool]:
 
 
 def test_defaults() -> None:
-    assert (CONFIG.drift_factor, CONFIG.drift_window_days, CONFIG.min_drift_rate) == (3.0, 14, 0.001)
+    assert (CONFIG.drift_factor, CONFIG.drift_window_days, CONFIG.min_drift_rate) == (3.0, 14, 0.0)
 
 
 # Anomaly counts 4..17 over 14 days: median 10.5/1024; invalid rows 8 every day: median 8/1024.
@@ -124,13 +124,31 @@ def test_without_a_trailing_median_nothing_drifts(past: pl.DataFrame) -> None:
     ("invalid_rows", "rows_in", "drift"),
     [
         pytest.param(0, 1000, False, id="still_zero"),
+        pytest.param(1, 20000, True, id="one_row_exceeds_three_times_zero"),
+        pytest.param(5, 1000, True, id="five_rows"),
+    ],
+)
+def test_against_a_zero_median_any_rate_above_zero_drifts(
+    invalid_rows: int, rows_in: int, drift: bool
+) -> None:
+    # 3 x a median of 0 is 0: the rule as written, by default.
+    found = drift_findings(STEADY.with_columns(invalid_rows=0), today(10, invalid_rows, rows_in), CONFIG)
+    invalid = found.filter(pl.col("rule") == "invalid_rate").row(0, named=True)
+    assert (invalid["trailing_median"], invalid["threshold"], invalid["drifted"]) == (0.0, 0.0, drift)
+
+
+@pytest.mark.parametrize(
+    ("invalid_rows", "rows_in", "drift"),
+    [
+        pytest.param(0, 1000, False, id="still_zero"),
         pytest.param(1, 2000, False, id="below_min_rate"),
         pytest.param(1, 1000, True, id="at_min_rate"),
         pytest.param(5, 1000, True, id="above_min_rate"),
     ],
 )
-def test_zero_median_needs_the_minimum_rate(invalid_rows: int, rows_in: int, drift: bool) -> None:
-    found = drift_findings(STEADY.with_columns(invalid_rows=0), today(10, invalid_rows, rows_in), CONFIG)
+def test_a_configured_minimum_rate_quiets_a_zero_median(invalid_rows: int, rows_in: int, drift: bool) -> None:
+    config = RulesConfig(min_drift_rate=0.001)
+    found = drift_findings(STEADY.with_columns(invalid_rows=0), today(10, invalid_rows, rows_in), config)
     invalid = found.filter(pl.col("rule") == "invalid_rate").row(0, named=True)
     assert (invalid["trailing_median"], invalid["threshold"], invalid["drifted"]) == (0.0, 0.001, drift)
 

@@ -100,6 +100,10 @@ def test_missing_columns_lists_all() -> None:
         pytest.param(HEADER, id="header_only"),
         pytest.param(HEADER.rstrip(b"\n"), id="header_only_no_newline"),
         pytest.param(HEADER.replace(b"\n", b"\r\n"), id="header_only_crlf"),
+        pytest.param(HEADER + b"\n\n", id="header_and_empty_lines"),
+        pytest.param(HEADER.replace(b"\n", b"\r\n") + b"\r\n", id="header_and_empty_line_crlf"),
+        pytest.param(b"\xef\xbb\xbf", id="byte_order_mark_only"),
+        pytest.param(b"\xef\xbb\xbf\r\n", id="byte_order_mark_and_newline"),
     ],
 )
 def test_empty_file(data: bytes) -> None:
@@ -138,6 +142,51 @@ def test_a_stray_nul_in_a_text_file_is_a_bad_value_not_a_bad_file() -> None:
 )
 def test_bad_encoding(data: bytes) -> None:
     assert rejected(data).reason == "bad_encoding"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_a_wrong_encoding_not_binary(encoding: str) -> None:
+    data = "\ufeff".encode(encoding) if encoding != "utf-16" else b""
+    data += (HEADER + b"m1,2024-06-03T08:00:00Z,1,kW\n").decode().encode(encoding)
+    error = rejected(data)
+    assert (error.reason, error.detail) == (
+        "bad_encoding",
+        "UTF-16 text (byte-order mark); files must be UTF-8",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "meters", "lines"),
+    [
+        pytest.param(HEADER + b"m1,t,1,kW\n\n\n", ["m1"], [2], id="trailing_empty_lines"),
+        pytest.param(HEADER + b"\nm1,t,1,kW\n\nm2,t,2,kW", ["m1", "m2"], [3, 5], id="empty_lines_between"),
+        pytest.param(
+            (HEADER + b"m1,t,1,kW\n\nm2,t,2,kW\n").replace(b"\n", b"\r\n"),
+            ["m1", "m2"],
+            [2, 4],
+            id="crlf_empty_line",
+        ),
+        pytest.param(b"\n\n" + HEADER + b"m1,t,1,kW\n", ["m1"], [4], id="empty_lines_before_the_header"),
+        pytest.param(
+            HEADER + b"m1,t,1,kW\n,,,\n\n", ["m1", None], [2, 3], id="a_row_of_empty_fields_is_a_row"
+        ),
+    ],
+)
+def test_empty_lines_are_no_rows_and_rows_keep_their_line_numbers(
+    data: bytes, meters: list[str | None], lines: list[int]
+) -> None:
+    rows = read_meter_file(data, "f.csv")
+    assert rows.select("meter_id", "line_number").rows() == list(zip(meters, lines, strict=True))
+
+
+def test_an_extra_column_spelled_like_a_required_one_is_ignored() -> None:
+    rows = read_meter_file(
+        b"meter_id,timestamp,energy_value,energy_unit,Meter_ID\nm1,2024-06-03T08:00:00Z,1,kW,x\n", "f.csv"
+    )
+    assert rows.select(REQUIRED).rows() == [("m1", "2024-06-03T08:00:00Z", "1", "kW")]
+    # Two spellings, neither exactly the required name: which one is meant is unknown.
+    error = rejected(b"METER_ID,timestamp,energy_value,energy_unit,Meter_Id\nm1,t,1,kW,x\n")
+    assert (error.reason, error.detail) == ("ambiguous_columns", "column meter_id given more than once")
 
 
 def test_rejected_file_is_a_value_error_with_reason() -> None:

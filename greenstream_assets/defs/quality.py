@@ -2,7 +2,7 @@
 flags, the rest to quarantine with a reason."""
 
 from contextlib import ExitStack
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -19,6 +19,7 @@ from greenstream_assets.defs.checks import (
 from greenstream_assets.defs.common import IO_RETRY, Preview, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
+from greenstream_assets.rules import incidents
 from greenstream_assets.rules.flagging import flag_readings
 from greenstream_assets.rules.validation import REASONS, validate_readings
 from greenstream_assets.schemas import CleansedReadings, RawReadings
@@ -75,8 +76,8 @@ FLAGGED = dg.AssetKey("flagged_anomalies")
             description=(
                 "The day's cleansed readings with their flags: is_anomaly (above the maximum kW, kept "
                 "but out of every peak), is_faulty (inside a run at or near zero long enough to call "
-                "the meter faulty), and the local date, hour and peak-period flag. The faulty periods "
-                "found are kept beside them. Not built when a blocking check of cleansed_readings fails."
+                "the meter faulty, counted from the previous day when the run began there), and the "
+                "local date, hour and peak-period flag. The faulty periods found are kept beside them. Not built when a blocking check of cleansed_readings fails."
             ),
         ),
     ],
@@ -139,6 +140,14 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
     files = whole = None
     checks: list[dg.AssetCheckResult] = []
 
+    # Rule 5 across midnight: the previous day's rows of the meters that may have been stuck at its
+    # end (a few hundred of 50,000), which a run of today's readings may continue.
+    earlier = None
+    previous = lake.archive_key(day - timedelta(days=1))
+    if flag and store.exists(previous):
+        with lake.local_copy(store, previous) as path:
+            earlier = incidents.tail_of_stuck_meters(pl.scan_parquet(path, hive_partitioning=False), config)
+
     def flagged_slice(flagged: pl.DataFrame, found: pl.DataFrame) -> None:
         assert flagged_out is not None
         flagged_out.write(flagged)
@@ -183,7 +192,11 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                     if not validate:
                         return raw, None, None
                     result = validate_readings(raw, config, day)
-                    return raw, result, flag_readings(result.cleansed, config) if flag_inline else None
+                    return (
+                        raw,
+                        result,
+                        flag_readings(result.cleansed, config, earlier) if flag_inline else None,
+                    )
 
                 for raw, result, flagged in stack.enter_context(lake.mapped(rules_of, raw_slices)):
                     raw_rows += raw.height
@@ -215,7 +228,7 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                 )
 
                 def from_layer(cleansed: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
-                    return cleansed, flag_readings(cleansed, config) if flag else None
+                    return cleansed, flag_readings(cleansed, config, earlier) if flag else None
 
                 for cleansed, flagged in stack.enter_context(lake.mapped(from_layer, cleansed_slices)):
                     kept_rows += cleansed.height

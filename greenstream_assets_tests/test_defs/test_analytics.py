@@ -81,9 +81,12 @@ def test_reports_registry_vee_features_and_quality(platform):
         .len()
         .sort("quality_code")
     )
-    # Rule 5's is_faulty flag is per day (Tuesday's two zero hours alone are not a fault); the
-    # registry above is what follows a run across midnight.
-    assert codes.rows() == [("actual", 192)]
+    # Rule 5 across midnight: Tuesday's nine zeros continue Monday's run from 18:00 (8 hours), so
+    # they are faulty, and Tuesday lists the meter with the run's start on Monday.
+    assert codes.rows() == [("actual", 183), ("faulty", 9)]
+    assert platform.query(
+        "SELECT reading_date, meter_id, start_ts, end_ts, readings FROM faulty_meters ORDER BY reading_date"
+    ).rows() == [(TUE, "M1", datetime(2024, 3, 4, 18, tzinfo=UTC), datetime(2024, 3, 5, 2, tzinfo=UTC), 33)]
 
     features = lake.read_parquet(platform.lake, lake.features_key(TUE)).filter(pl.col("meter_id") == "M2")
     assert features.height == 24
@@ -95,7 +98,7 @@ def test_reports_registry_vee_features_and_quality(platform):
         "SELECT reading_date, rows_in, rows_kept, rows_quarantined, anomalies, faulty_meters FROM daily_quality "
         "ORDER BY reading_date"
     ).rows()
-    assert quality == [(MON, 192, 192, 0, 0, 0), (TUE, 192, 192, 0, 0, 0)]
+    assert quality == [(MON, 192, 192, 0, 0, 0), (TUE, 192, 192, 0, 0, 1)]
 
 
 INCIDENTS = "SELECT meter_id, start_ts, end_ts, duration_hours, status, readings FROM faulty_meter_incidents"

@@ -196,3 +196,58 @@ def test_from_raw_rows_through_validation_and_flagging() -> None:
     assert flagged.filter(pl.col("meter_id") == "m1").get_column("is_faulty").to_list() == expected_m1
     assert not flagged.filter(pl.col("meter_id") == "m2").get_column("is_faulty").any()
     assert_frame_equal(periods, periods_frame([("m1", START, START + 24 * Q, 24)]))
+
+
+# The previous day's readings (``earlier``): a run that began there goes on across midnight.
+MIDNIGHT = START
+EVENING = START - timedelta(hours=3)  # 21:00 the day before
+
+
+@pytest.mark.parametrize(
+    ("before", "today_zeros", "faulty", "period"),
+    [
+        # 21:00-23:45 (12 zeros) then 00:00-03:45 (16): 6h45 in all, the day's 16 readings faulty.
+        pytest.param(12, 16, True, (EVENING, MIDNIGHT + 15 * Q, 28), id="run_across_midnight"),
+        # 21:00-23:45 then 00:00-02:45: 5h45 in all, one interval short.
+        pytest.param(12, 12, False, None, id="one_interval_short_across_midnight"),
+        # 23:45 alone, then 00:00-05:45 (24): 6 hours from 23:45.
+        pytest.param(1, 24, True, (MIDNIGHT - Q, MIDNIGHT + 23 * Q, 25), id="from_the_last_reading_before"),
+    ],
+)
+def test_a_run_that_began_the_day_before_counts_from_its_start(
+    before: int, today_zeros: int, faulty: bool, period: tuple | None
+) -> None:
+    earlier = readings_frame(
+        series_of("m1", MIDNIGHT - timedelta(hours=24), 96 - before, 1.0)
+        + series_of("m1", MIDNIGHT - before * Q, before, 0.0)
+    )
+    today = readings_frame(
+        series_of("m1", MIDNIGHT, today_zeros, 0.0)
+        + series_of("m1", MIDNIGHT + today_zeros * Q, 96 - today_zeros, 1.0)
+    )
+    flagged, periods = flag_faulty(today, CONFIG, earlier)
+    assert flagged.get_column("is_faulty").to_list() == [faulty] * today_zeros + [False] * (96 - today_zeros)
+    expected = [("m1", *period)] if period else []
+    assert_frame_equal(periods, periods_frame(expected))
+    # Without the day before, the day's own zeros are too short a run.
+    assert not flag_faulty(today, CONFIG)[0].get_column("is_faulty").any()
+
+
+def test_a_run_of_the_day_before_that_ended_there_is_not_the_days() -> None:
+    # Seven zero hours the day before, a reading at 1 kW at 23:45, then nothing near zero today.
+    earlier = readings_frame(
+        series_of("m1", MIDNIGHT - timedelta(hours=8), 29, 0.0) + series_of("m1", MIDNIGHT - Q, 1, 1.0)
+    )
+    today = readings_frame(series_of("m1", MIDNIGHT, 4, 0.0) + series_of("m1", MIDNIGHT + 4 * Q, 4, 1.0))
+    flagged, periods = flag_faulty(today, CONFIG, earlier)
+    assert not flagged.get_column("is_faulty").any()
+    assert periods.height == 0
+
+
+def test_earlier_readings_of_meters_near_zero_only_elsewhere_change_nothing() -> None:
+    # m2 was stuck the day before, but sends nothing near zero today; m1 is fine on both days.
+    earlier = readings_frame(series_of("m2", EVENING, 12, 0.0) + series_of("m1", EVENING, 12, 2.0))
+    today = readings_frame(series_of("m1", MIDNIGHT, 30, 0.0) + series_of("m2", MIDNIGHT, 4, 3.0))
+    flagged, periods = flag_faulty(today, CONFIG, earlier)
+    assert flagged.get_column("is_faulty").to_list() == [True] * 30 + [False] * 4
+    assert_frame_equal(periods, periods_frame([("m1", MIDNIGHT, MIDNIGHT + 29 * Q, 30)]))

@@ -47,9 +47,19 @@ def production_config() -> dict:
 def test_the_production_instance_config_loads_and_says_what_it_should(dagster_db, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", "greenstream-logs")
+    arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:{}"
+    monkeypatch.setenv("GREENSTREAM_WAREHOUSE_PASSWORD_ARN", arn.format("warehouse"))
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD_ARN", arn.format("dagster"))
     shutil.copy(REPO / "deploy/dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
+        # The passwords go to each run's task as secrets by reference, never as plain env values.
+        launcher = instance.run_launcher
+        assert not {"GREENSTREAM_WAREHOUSE_PASSWORD", "DAGSTER_PG_PASSWORD"} & set(launcher.env_vars)
+        assert launcher.secrets == [
+            {"name": "GREENSTREAM_WAREHOUSE_PASSWORD", "valueFrom": arn.format("warehouse")},
+            {"name": "DAGSTER_PG_PASSWORD", "valueFrom": arn.format("dagster")},
+        ]
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"

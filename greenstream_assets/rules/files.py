@@ -132,8 +132,8 @@ def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
     """Parse CSV text (or bytes from ``check_bytes``) to text columns ``REQUIRED_COLUMNS`` + ``source_file``, ``line_number``.
 
     Column names are matched after trimming spaces and case; order is free and extra columns are
-    dropped. Empty lines are no rows. ``line_number`` is the 1-based line in the file (the header is
-    line 1). Raises ``RejectedFile`` for unparseable CSV, missing or repeated required columns, or a
+    dropped. Empty lines are no rows. ``line_number`` is the 1-based line in the file where the row
+    starts (the header is line 1). Raises ``RejectedFile`` for unparseable CSV, missing or repeated required columns, or a
     header without data rows.
     """
     # Bytes: polars parses them without a copy through Python.
@@ -161,26 +161,30 @@ def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
         source_file=pl.lit(source_file),
         line_number=pl.int_range(2, frame.height + 2, dtype=pl.Int64),
     )
-    if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
-        rows = _without_blank_lines(rows, data, frame)
+    blank_lines = b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))
+    spans = None
+    if b'"' in data:
+        # Quoted values may hold line breaks: such a row takes more than one line of the file.
+        spans = frame.select(pl.sum_horizontal(pl.all().str.count_matches("\n").fill_null(0))).to_series()
+        spans = spans if spans.sum() else None
+    if blank_lines or spans is not None:
+        rows = _by_line(rows, data, spans)
     if rows.height == 0:
         raise RejectedFile("empty_file", "the header has no data rows")
     return rows
 
 
-def _without_blank_lines(rows: pl.DataFrame, data: bytes, parsed: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` without the ones polars made of empty lines (a row of nulls each), numbered by their
-    line in the file. Empty lines before the header are skipped by polars itself."""
+def _by_line(rows: pl.DataFrame, data: bytes, spans: pl.Series | None) -> pl.DataFrame:
+    """``rows`` numbered by the line each starts on, without the rows polars made of empty lines (a
+    row of nulls each). ``spans``: the line breaks inside each row's quoted values, if any. Empty
+    lines before the header are skipped by polars itself."""
     lines = pl.Series("line", [data.decode("utf-8")]).str.split("\n").explode()
-    if data.endswith(b"\n"):
-        lines = lines.head(-1)
     blank = lines.str.strip_suffix("\r").str.len_bytes() == 0
     header = int(blank.arg_min() or 0)  # the first line that is not empty
-    blank = blank.slice(header + 1)
-    if blank.len() == rows.height:  # one row per line after the header: drop the empty ones
-        first = header + 2
-        return rows.with_columns(line_number=pl.int_range(first, first + rows.height, dtype=pl.Int64)).filter(
-            ~blank
-        )
-    # A quoted value spans lines: rows of nulls in every column of the file are the empty lines.
-    return rows.filter(~parsed.select(pl.all_horizontal(pl.all().is_null())).to_series())
+    taken = pl.Series("taken", [1] * rows.height, dtype=pl.Int64) + (
+        spans.cast(pl.Int64) if spans is not None else 0
+    )
+    first = (taken.cum_sum() - taken + header + 2).alias("line_number")  # 1-based
+    # A row of one empty line is no row; a row of empty fields (",,,") is one.
+    empty = (taken == 1) & blank.gather(first - 1)
+    return rows.with_columns(first).filter(~empty)

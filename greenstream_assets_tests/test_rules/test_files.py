@@ -170,9 +170,16 @@ def test_utf16_with_a_byte_order_mark_is_a_wrong_encoding_not_binary(encoding: s
         pytest.param(
             HEADER + b"m1,t,1,kW\n,,,\n\n", ["m1", None], [2, 3], id="a_row_of_empty_fields_is_a_row"
         ),
+        pytest.param(HEADER + b'm1,t,"1\n",kW\nm2,t,2,kW\n', ["m1", "m2"], [2, 4], id="a_quoted_line_break"),
+        pytest.param(
+            b"\n" + HEADER + b'm1,"a\r\n\r\nb",kW,x\r\n\r\n,,,\r\nm2,t,2,kW',
+            ["m1", None, "m2"],
+            [3, 7, 8],
+            id="quoted_empty_line_and_empty_lines",
+        ),
     ],
 )
-def test_empty_lines_are_no_rows_and_rows_keep_their_line_numbers(
+def test_rows_are_numbered_by_the_line_they_start_on_and_empty_lines_are_no_rows(
     data: bytes, meters: list[str | None], lines: list[int]
 ) -> None:
     rows = read_meter_file(data, "f.csv")

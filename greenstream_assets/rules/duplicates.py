@@ -18,8 +18,9 @@ def mark_duplicates(frame: pl.DataFrame, eligible: str) -> pl.DataFrame:
     """Add ``is_collapsed`` and ``is_conflicting`` over rows where ``eligible`` is true.
 
     ``is_collapsed``: an exact repeat of an earlier row (in frame order) with the same meter,
-    instant, value and unit; it is dropped and counted. ``is_conflicting``: after collapsing, two or
-    more different rows still share a meter and instant; all of them are invalid.
+    instant, value and unit, where every row of that meter and instant is the same reading; it is
+    dropped and counted. ``is_conflicting``: the meter and instant come with two or more different
+    readings; all of their rows are invalid, exact repeats included (none is collapsed).
     Expects columns ``meter_id``, ``reading_ts``, ``value_num`` (null when missing or not a number),
     ``value_text`` (the text of a value that is not a number, else null) and ``unit``.
 
@@ -37,12 +38,13 @@ def mark_duplicates(frame: pl.DataFrame, eligible: str) -> pl.DataFrame:
     shared = ordered.filter(ordered == ordered.shift(1)).unique()
     rows = key_hash.is_in(shared.implode()).fill_null(False).arg_true()
     candidates = frame.select(*KEY, *SAME_READING)[rows].with_columns(
-        is_collapsed=~pl.struct(*KEY, *SAME_READING).is_first_distinct()
+        _first=pl.struct(*KEY, *SAME_READING).is_first_distinct()
     )
+    # A key sent with two or more different readings is a conflict: every row of it is invalid,
+    # exact repeats included (all go to the quarantine for review). Otherwise repeats collapse.
     candidates = candidates.with_columns(
-        is_conflicting=~pl.col("is_collapsed")
-        & pl.when(~pl.col("is_collapsed")).then(pl.struct(*KEY)).is_duplicated()
-    )
+        is_conflicting=pl.col("_first").sum().over(list(KEY)) > 1,
+    ).with_columns(is_collapsed=~pl.col("_first") & ~pl.col("is_conflicting"))
 
     def at_candidates(column: str) -> pl.Series:
         return pl.repeat(False, frame.height, eager=True).scatter(rows, candidates.get_column(column))

@@ -298,13 +298,14 @@ def test_conflict_across_timestamp_forms() -> None:
     assert result.cleansed.height == 0
 
 
-def test_conflict_with_an_exact_repeat_leaves_no_reading() -> None:
-    # A, A, B for one meter and instant: whatever is collapsed, no reading survives and every
-    # quarantined row of the key is a conflict.
+def test_conflict_with_an_exact_repeat_quarantines_every_row_of_the_key() -> None:
+    # A, A, B for one meter and instant: two or more different rows, so all of them are invalid,
+    # the repeat of A included (nothing collapsed: every row sent is there for review).
     result = validate([("m1", T, "1", "kW"), ("m1", T, "1", "kW"), ("m1", T, "2", "kW")])
     assert result.cleansed.height == 0
-    assert result.quarantined.height >= 2
-    assert set(reasons(result)) == {"conflicting_duplicate"}
+    assert result.collapsed_rows == 0
+    assert reasons(result) == ["conflicting_duplicate"] * 3
+    assert result.quarantined.get_column("line_number").to_list() == [2, 3, 4]
 
 
 def test_same_meter_different_instants_are_not_duplicates() -> None:

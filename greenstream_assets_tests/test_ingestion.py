@@ -73,65 +73,139 @@ def test_staged_rows_are_uncompressed_parquet_without_statistics(tmp_path):
         assert [column.is_stats_set for column in columns] == [False] * 6
 
 
-def test_backups_small_files_in_one_pack_per_chunk_large_ones_alone(tmp_path, monkeypatch):
-    import zipfile
-
-    from greenstream_assets.storage import lake
-
+def test_every_staged_file_is_backed_up_alone_byte_for_byte(tmp_path, monkeypatch):
+    """Small files included: they went into one zip per chunk under raw/packs/. Each staged
+    version now has its own object under raw/files/, named in the ledger and in the day's backup
+    objects; a failed file is kept in failed/ only."""
     landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
     big = csv(*[f"M9,2024-03-04T{h:02d}:{m:02d}:00Z,{h}.{m},kW" for h in range(24) for m in (0, 15, 30, 45)])
     files = {**FILES, "x/big.csv": big, "x/e.csv": csv("M4,2024-03-04T00:00:00Z,5,kW")}
     for key, text in files.items():
         landing.write(key, text.encode())
-    monkeypatch.setattr(ingestion, "SMALL_FILE_BYTES", len(big) - 1)  # only big.csv is large
-    # Chunks of a.csv + b.csv's size: [a.csv, b.csv], [c.csv, d.csv (empty, fails)], [x/big.csv], [x/e.csv].
-    chunk = len(files["a.csv"]) + len(files["b.csv"])
+    monkeypatch.setattr(ingestion, "SMALL_FILE_BYTES", len(big) - 1)  # big.csv is parsed alone
+    chunk = len(files["a.csv"]) + len(files["b.csv"])  # several chunks
     report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
     assert (report.files_staged, report.files_failed) == (5, 1)
 
-    ledger = ingestion.load_ledger(lake_store).filter(pl.col("status") == "staged")
-    batch_of = dict(ledger.select("key", "batch").unique().iter_rows())
-    part = report.batch
-    assert batch_of == {
-        "a.csv": f"{part}-0000",
-        "b.csv": f"{part}-0000",
-        "c.csv": f"{part}-0001",
-        "x/big.csv": f"{part}-0002",
-        "x/e.csv": f"{part}-0003",
-    }
-    packs = sorted(obj.key for obj in lake_store.list("raw/packs/"))
-    assert packs == [f"raw/packs/{part}-{n:04d}.zip" for n in (0, 1, 3)]
-    with zipfile.ZipFile(lake_store.local_path(packs[0])) as pack:
-        sums = dict(ledger.select("key", "checksum").unique().iter_rows())
-        assert pack.namelist() == [f"{sums['a.csv'][:16]}-a.csv", f"{sums['b.csv'][:16]}-b.csv"]
-        assert all(info.compress_type == zipfile.ZIP_STORED for info in pack.infolist())
-    # The large file alone, under its own name; the empty one set aside in failed/, in no pack.
-    alone = [obj.key for obj in lake_store.list("raw/files/")]
-    assert alone == [lake.raw_backup_key(sums["x/big.csv"], "x/big.csv")]
+    ledger = ingestion.load_ledger(lake_store)
+    staged = ledger.filter(pl.col("status") == "staged")
+    sums = dict(staged.select("key", "checksum").unique().iter_rows())
+    expected = {key: lake.raw_backup_key(checksum, key) for key, checksum in sums.items()}
+    assert list(lake_store.list("raw/packs/")) == []
+    assert sorted(obj.key for obj in lake_store.list("raw/")) == sorted(expected.values())
+    for key, backup in expected.items():
+        assert lake_store.read(backup) == landing.read(key) == files[key].encode()
+    assert dict(staged.select("key", "backup").unique().iter_rows()) == expected
+    assert ledger.filter(pl.col("status") == "failed").get_column("backup").to_list() == [None]
     assert [obj.key for obj in lake_store.list("failed/") if not obj.key.endswith(".json")] == [
         lake.failed_key(hashlib.sha256(b"").hexdigest(), "d.csv")
     ]
-    # Every staged file's bytes come back exactly, and the day's manifest names where they are.
-    for key, checksum, batch in ledger.select("key", "checksum", "batch").unique().iter_rows():
-        assert lake.read_raw_backup(lake_store, checksum, key, batch) == files[key].encode()
-    files_mon = ingestion.day_files(ledger, MON).with_columns(
-        ingestion.backup_objects(ingestion.day_files(ledger, MON))
-    )
-    assert dict(files_mon.select("key", "backup").iter_rows()) == {
-        "a.csv": f"raw/packs/{part}-0000.zip",
-        "b.csv": f"raw/packs/{part}-0000.zip",
-        "c.csv": f"raw/packs/{part}-0001.zip",
-        "x/big.csv": lake.raw_backup_key(sums["x/big.csv"], "x/big.csv"),
-        "x/e.csv": f"raw/packs/{part}-0003.zip",
+    files_mon = ingestion.day_files(ledger, MON)
+    assert dict(zip(files_mon["key"], ingestion.backup_objects(files_mon), strict=True)) == {
+        key: expected[key] for key in ("a.csv", "b.csv", "c.csv", "x/big.csv", "x/e.csv")
     }
 
-    # A file touched but unchanged keeps pointing at the pack that holds its bytes.
+    # A file touched but unchanged keeps pointing at the object that holds its bytes.
     landing.write("a.csv", files["a.csv"].encode())
     later = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
     assert (later.files_unchanged, later.files_staged) == (1, 0)
     current = ingestion.current_versions(ingestion.load_ledger(lake_store)).filter(pl.col("key") == "a.csv")
-    assert current.get_column("batch").unique().to_list() == [f"{part}-0000"]
-    assert sorted(obj.key for obj in lake_store.list("raw/packs/")) == packs
+    assert current.get_column("backup").unique().to_list() == [expected["a.csv"]]
+
+
+def test_an_ingestion_of_many_small_files_packs_them_untouched_one_zip_per_chunk(tmp_path, monkeypatch):
+    """A day of thousands of per-meter files: each chunk's small files go up as the members of one
+    uncompressed zip, byte for byte, recorded per file in the ledger and read back through it; a
+    larger file of the same ingestion is still backed up alone."""
+    import zipfile
+
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    big = csv(*[f"M9,2024-03-04T{h:02d}:{m:02d}:00Z,{h}.{m},kW" for h in range(24) for m in (0, 15, 30, 45)])
+    files = {**FILES, "x/big.csv": big}
+    for key, text in files.items():
+        landing.write(key, text.encode())
+    monkeypatch.setattr(ingestion, "SMALL_FILE_BYTES", len(big) - 1)
+    monkeypatch.setattr(ingestion, "PACK_MIN_FILES", 4)  # a.csv, b.csv, c.csv and d.csv are small
+    chunk = len(files["a.csv"]) + len(files["b.csv"])
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
+    assert (report.files_staged, report.files_failed) == (4, 1)
+
+    staged = ingestion.load_ledger(lake_store).filter(pl.col("status") == "staged")
+    backups = dict(staged.select("key", "backup").unique().iter_rows())
+    sums = dict(staged.select("key", "checksum").unique().iter_rows())
+    assert backups["x/big.csv"] == lake.raw_backup_key(sums["x/big.csv"], "x/big.csv")
+    packs = {backups[key] for key in ("a.csv", "b.csv", "c.csv")}
+    assert all(pack.startswith("raw/packs/") for pack in packs) and len(packs) >= 2  # several chunks
+    assert sorted(obj.key for obj in lake_store.list("raw/packs/")) == sorted(packs)
+    for key in ("a.csv", "b.csv", "c.csv", "x/big.csv"):
+        batch = staged.filter(pl.col("key") == key).get_column("batch")[0]
+        assert lake.read_raw_backup(lake_store, sums[key], key, batch, backups[key]) == files[key].encode()
+    with zipfile.ZipFile(tmp_path / "lake" / backups["a.csv"]) as pack:
+        member = pack.getinfo(lake.legacy_raw_backup_key(sums["a.csv"], "a.csv").removeprefix("raw/files/"))
+        assert member.compress_type == zipfile.ZIP_STORED
+        assert pack.read(member) == files["a.csv"].encode()
+    day = ingestion.day_files(ingestion.load_ledger(lake_store), MON)
+    assert dict(zip(day["key"], ingestion.backup_objects(day), strict=True)) == {
+        key: backups[key] for key in day["key"]
+    }
+
+
+def test_days_ingested_with_packs_still_find_their_backups(tmp_path, monkeypatch):
+    """An ingestion from before per-file backups: its ledger has no backup column and its small
+    files are members of their chunk's zip under raw/packs/. Its days still name and read those
+    packs, beside files ingested since (alone), and a file of it re-sent unchanged keeps its pack."""
+    from greenstream_assets_tests.test_storage.test_packs import legacy_pack
+
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    big = csv(*[f"M9,2024-03-04T{h:02d}:00:00Z,{h},kW" for h in range(24)])
+    files = {"a.csv": FILES["a.csv"], "b.csv": FILES["b.csv"], "x/big.csv": big}
+    for key, text in files.items():
+        landing.write(key, text.encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    monkeypatch.setattr(ingestion, "LEGACY_PACKED_BYTES", len(big) - 1)  # big.csv was backed up alone
+    # Made what such an ingestion left: the ledger's old columns, small files in packs only.
+    for obj in lake_store.list(lake.LEDGER_FILES):
+        lake.write_parquet(lake_store, obj.key, lake.read_parquet(lake_store, obj.key).drop("backup"))
+    ledger = ingestion.load_ledger(lake_store)
+    assert ledger.get_column("backup").null_count() == ledger.height
+    packed = ledger.filter(pl.col("size") < len(big)).select("batch", "checksum", "key").unique()
+    for (batch,), members in packed.group_by("batch"):
+        members = [(checksum, key, files[key].encode()) for _, checksum, key in members.iter_rows()]
+        legacy_pack(lake_store, batch, members)
+        for checksum, key, _ in members:
+            lake_store.delete(lake.raw_backup_key(checksum, key))
+
+    def backups() -> dict[str, str]:
+        day = ingestion.day_files(ingestion.load_ledger(lake_store), MON)
+        return dict(zip(day["key"], ingestion.backup_objects(day), strict=True))
+
+    (old_batch,) = ledger.get_column("batch").unique().to_list()
+    sums = dict(ledger.select("key", "checksum").unique().iter_rows())
+    assert backups() == {
+        "a.csv": lake.raw_pack_key(old_batch),
+        "b.csv": lake.raw_pack_key(old_batch),
+        "x/big.csv": lake.raw_backup_key(sums["x/big.csv"], "x/big.csv"),
+    }
+    for key, backup in backups().items():
+        assert lake.read_raw_backup(lake_store, sums[key], key, old_batch, backup) == files[key].encode()
+        assert lake.read_raw_backup(lake_store, sums[key], key, old_batch) == files[key].encode()
+
+    # Ingested since: c.csv alone; a.csv sent again unchanged still points at the pack.
+    landing.write("c.csv", FILES["c.csv"].encode())
+    landing.write("a.csv", files["a.csv"].encode())
+    later = ingestion.ingest_new_files(
+        landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 7, tzinfo=UTC)
+    )
+    assert (later.files_staged, later.files_unchanged) == (1, 1)
+    c_sum = hashlib.sha256(FILES["c.csv"].encode()).hexdigest()
+    assert backups() == {
+        "a.csv": lake.raw_pack_key(old_batch),
+        "b.csv": lake.raw_pack_key(old_batch),
+        "c.csv": lake.raw_backup_key(c_sum, "c.csv"),
+        "x/big.csv": lake.raw_backup_key(sums["x/big.csv"], "x/big.csv"),
+    }
+    assert lake_store.read(lake.raw_backup_key(c_sum, "c.csv")) == FILES["c.csv"].encode()
+    assert [obj.key for obj in lake_store.list("raw/packs/")] == [lake.raw_pack_key(old_batch)]
 
 
 def test_a_day_takes_only_the_current_version_of_each_file_of_a_batch(tmp_path):
@@ -326,3 +400,115 @@ def test_a_local_file_whose_name_holds_a_backslash_is_set_aside_and_the_rest_ing
     # Recorded in the ledger: the next ingestion reads nothing again.
     again = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
     assert (again.files_staged, again.files_failed, again.files_unchanged) == (0, 0, 0)
+
+
+class VanishingLanding(LocalBlobStore):
+    """A landing folder whose ``gone`` files are deleted after the listing, before their read."""
+
+    def __init__(self, root, gone: set[str]) -> None:
+        super().__init__(root)
+        self.gone = gone
+
+    def read(self, key: str) -> bytes:
+        if key in self.gone:
+            (self.root / key).unlink(missing_ok=True)
+        return super().read(key)
+
+
+def test_a_file_deleted_between_listing_and_read_is_skipped_and_the_rest_ingested(tmp_path):
+    # It used to fail the whole step on every retry. Not staged, not failed, not in the ledger:
+    # the next listing decides (gone: nothing; back: ingested).
+    landing = VanishingLanding(tmp_path / "landing", {"b.csv"})
+    lake_store = LocalBlobStore(tmp_path / "lake")
+    landing.write("a.csv", FILES["a.csv"].encode())
+    landing.write("b.csv", FILES["b.csv"].encode())
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert (report.files_staged, report.files_failed, report.rows_staged) == (1, 0, 2)
+    assert ingestion.load_ledger(lake_store).get_column("key").unique().to_list() == ["a.csv"]
+    assert list(lake_store.list("failed/")) == []
+    again = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert (again.batch, again.files_staged, again.files_failed) == (None, 0, 0)
+
+    # Every new file gone: no ledger file, no batch note, nothing for the sensor to look at.
+    landing.write("c.csv", FILES["c.csv"].encode())
+    landing.gone.add("c.csv")
+    notes = [obj.key for obj in lake_store.list(lake.LEDGER_BATCHES)]
+    gone = ingestion.ingest_new_files(
+        landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 7, tzinfo=UTC)
+    )
+    assert (gone.batch, gone.files_staged, gone.affected_days) == (None, 0, [])
+    assert [obj.key for obj in lake_store.list(lake.LEDGER_BATCHES)] == notes
+
+    # Sent again: ingested as any new file.
+    landing.gone.clear()
+    landing.write("b.csv", FILES["b.csv"].encode())
+    back = ingestion.ingest_new_files(
+        landing, lake_store, RulesConfig(), now=datetime(2024, 3, 5, 8, tzinfo=UTC)
+    )
+    assert (back.files_staged, back.rows_staged) == (1, 2)
+
+
+def test_long_file_names_are_ingested_with_lake_names_a_file_system_holds(tmp_path):
+    """A landing folder can hold a 255-byte name, and the lake's keys for it add a checksum, a
+    note suffix and, for writes, a temporary name: the file system refused them (ENAMETOOLONG) and
+    the whole ingestion failed, every time. Lake names are shortened, deterministically."""
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    long_names = {
+        "d/" + "m" * 216 + ".csv": FILES["a.csv"],  # 220 bytes
+        "d/" + "zähler-" * 31 + "x.csv": FILES["b.csv"],  # 253 bytes, two-byte characters
+        "n" * 251 + ".csv": "",  # 255 bytes, empty: to failed/ with its note
+    }
+    (tmp_path / "landing" / "d").mkdir(parents=True)
+    for key, text in long_names.items():
+        assert len(key.rpartition("/")[2].encode()) in (220, 253, 255)
+        (tmp_path / "landing" / key).write_bytes(text.encode())
+    landing.write("c.csv", FILES["c.csv"].encode())
+
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert (report.files_staged, report.files_failed, report.rows_staged) == (3, 1, 5)
+    for obj in lake_store.list():
+        assert all(len(segment.encode()) <= 255 for segment in obj.key.split("/")), obj.key
+    ledger = ingestion.load_ledger(lake_store)
+    for key, backup in (
+        ledger.filter(pl.col("status") == "staged").select("key", "backup").unique().iter_rows()
+    ):
+        assert lake_store.read(backup) == landing.read(key)
+    # The shortened names keep the start of the name and its extension.
+    backup = ledger.filter(pl.col("key") == "d/" + "m" * 216 + ".csv").get_column("backup")[0]
+    assert backup.startswith("raw/files/d/") and "-mmmm" in backup and backup.endswith(".csv")
+    empty = hashlib.sha256(b"").hexdigest()
+    note = lake.read_json(lake_store, lake.failed_note_key(empty, "n" * 251 + ".csv"))
+    assert (note["source_key"], note["reason"]) == ("n" * 251 + ".csv", "empty_file")
+    assert lake_store.read(lake.failed_key(empty, "n" * 251 + ".csv")) == b""
+
+
+class RecordingLake(LocalBlobStore):
+    """A lake folder that records its writes (key, durable) and syncs, in order."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.events: list[tuple[str, bool | None]] = []
+
+    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        super().write(key, data, durable=durable)
+        self.events.append((key, durable))
+
+    def sync(self) -> None:
+        super().sync()
+        self.events.append(("sync", None))
+
+
+def test_backups_are_made_durable_at_once_before_the_ledger_names_them(tmp_path):
+    # An fsync per backup was one journal commit per per-meter file: one sync of the lake's file
+    # system instead, and the ledger (what says a file is staged) only after it.
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), RecordingLake(tmp_path / "lake")
+    for key, text in FILES.items():
+        landing.write(key, text.encode())
+    ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    keys = [key for key, _ in lake_store.events]
+    backups = [i for i, (key, _) in enumerate(lake_store.events) if key.startswith("raw/")]
+    assert len(backups) == 3 and all(lake_store.events[i][1] is False for i in backups)
+    others = [durable for key, durable in lake_store.events if not key.startswith("raw/") and key != "sync"]
+    assert all(others)  # staging, failed/, ledger: durable when written, as before
+    ledger = next(i for i, key in enumerate(keys) if key.startswith(lake.LEDGER_FILES))
+    assert max(backups) < keys.index("sync") < ledger

@@ -5,6 +5,7 @@ Keys are always relative, ``/``-separated and checked: no key can reach outside 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -17,6 +18,17 @@ from typing import Any, BinaryIO, Protocol
 
 class UnsafeKey(ValueError):
     """A key that could escape the store's root (absolute, ``..``, backslash, NUL)."""
+
+
+class UnreadableObject(Exception):
+    """An object that exists but that no retry will read: archived (S3 Glacier), access denied,
+    encrypted with a key the pipeline lacks. ``reason`` names the kind, ``detail`` the store's
+    words. A store raises ``FileNotFoundError`` for an object gone since it was listed, and lets
+    transient errors (throttling, 5xx, connection resets) through as they are."""
+
+    def __init__(self, key: str, reason: str, detail: str) -> None:
+        super().__init__(f"{key!r}: {detail}")
+        self.key, self.reason, self.detail = key, reason, detail
 
 
 def check_key(key: str) -> str:
@@ -44,7 +56,9 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
-    def read(self, key: str) -> bytes: ...
+    def read(self, key: str) -> bytes:
+        """The object's bytes. ``FileNotFoundError`` when it is gone, ``UnreadableObject`` when it
+        is there but cannot be read, anything else when a retry may succeed."""
 
     def read_tail(self, key: str, size: int) -> bytes:
         """The last ``size`` bytes of an object (all of it when it is smaller): a Parquet footer
@@ -57,9 +71,13 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int:
         """The object's length in bytes."""
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
-        returns."""
+        returns, or (``durable=False``: many small objects, as a day's raw backups) once ``sync``
+        has returned."""
+
+    def sync(self) -> None:
+        """Make every write so far durable, those made with ``durable=False`` included."""
 
     def delete(self, key: str) -> None: ...
 
@@ -71,6 +89,20 @@ class BlobStore(Protocol):
     def write_file(self, key: str, path: Path) -> None:
         """Publish a local file as ``key``, atomically (as ``write``). The file is handed over: it
         may be moved into the store, so the caller must not use it afterwards."""
+
+
+def _find_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2) (glibc), which Python's os module lacks."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _find_syncfs()
+
+# The name of a temporary file beside its target, before its 12 random hex digits and ".tmp".
+TEMP_PREFIX = ".gs-"
 
 
 class LocalBlobStore:
@@ -126,8 +158,14 @@ class LocalBlobStore:
         # (..\x is still refused), so ingestion can set such a file aside instead of failing on it.
         # A plain string path and an unbuffered read: 50,000 small files a day.
         check_key(key.replace("\\", "/"))
-        with open(f"{self.url}/{key}", "rb", buffering=0) as handle:
-            return handle.readall()
+        try:
+            with open(f"{self.url}/{key}", "rb", buffering=0) as handle:
+                return handle.readall()
+        except (IsADirectoryError, NotADirectoryError) as err:
+            # A folder now where the file was listed, or a file where its folder was: gone.
+            raise FileNotFoundError(err.errno, err.strerror, err.filename) from err
+        except PermissionError as err:
+            raise UnreadableObject(key, "access_denied", str(err)) from err
 
     def read_tail(self, key: str, size: int) -> bytes:
         with self._path(key).open("rb") as handle:
@@ -143,30 +181,59 @@ class LocalBlobStore:
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
-    def _publish(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
-        """Write through ``fill`` to a temporary file beside the target, then rename it into place."""
+    def _publish(self, key: str, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
+        """Write through ``fill`` to a temporary file beside the target, then rename it into place
+        (with an fsync first when ``durable``)."""
         path = self._path(key)
-        # A name no other writer uses, created exclusively. The folder is made only when missing:
-        # mkdir takes the parent folder's lock even when the folder exists.
-        tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
+        # A name no other writer uses, created exclusively, of a fixed length: a target whose name
+        # is near the file system's limit (255 bytes) still has a temporary name. Hidden, so
+        # never listed. The folder is made only when missing: mkdir takes the parent folder's
+        # lock even when the folder exists.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o600)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, flags, 0o600)
+        made = False
+        while True:
+            tmp = f"{path.parent}/{TEMP_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
+            try:
+                fd = os.open(tmp, flags, 0o600)
+                break
+            except FileNotFoundError:
+                if made:
+                    raise
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made = True
+            except FileExistsError:
+                pass  # another writer's name (48 random bits): draw again
         try:
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write(self, key: str, data: bytes) -> None:
-        self._publish(key, lambda handle: handle.write(data))
+    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        self._publish(key, lambda handle: handle.write(data), durable)
+
+    def sync(self) -> None:
+        """One ``syncfs`` of the folder's file system, where a day of 50,000 per-meter backups
+        would wait for an fsync (a journal commit) each; ``os.sync`` where there is no syncfs.
+        Ingesting 20,000 per-meter files took 5.2-14.7 s so, 8.9-15.5 s with an fsync each
+        (on this 2-core VM, creating the files costs most of it)."""
+        try:
+            fd = os.open(self.url, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # nothing written yet
+            return
+        try:
+            if _syncfs is None:
+                os.sync()
+            elif _syncfs(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"syncfs of {self.url}: {os.strerror(code)}")
+        finally:
+            os.close(fd)
 
     def read_to_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)

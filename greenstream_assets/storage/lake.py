@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -31,29 +32,78 @@ LEDGER_FILES = "_ledger/files/"
 LEDGER_BATCHES = "_ledger/batches/"
 
 
+# The longest name of one file or folder on common file systems (NAME_MAX, in bytes): a lake key
+# made from a landing key keeps every segment within it, so a lake in a folder can hold it
+# whatever the landing zone (S3 allows a 1,024-byte key in one segment).
+NAME_MAX = 255
+FAILED_NOTE_SUFFIX = ".reason.json"
+
+
+def lake_name(name: str, limit: int = NAME_MAX) -> str:
+    """``name`` as one segment of a lake key: itself when its UTF-8 form fits ``limit`` bytes and
+    it is not hidden (a leading ``.``: a folder store never lists it); otherwise the longest start
+    of it that fits (leading dots dropped), ``~``, 16 hex digits of its SHA-256 and its extension.
+    Deterministic, so a retry writes the same key; distinct names give distinct keys."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= limit and not name.startswith("."):
+        return name
+    stem, _, extension = name.rpartition(".")
+    if stem.lstrip(".") and 0 < len(extension.encode("utf-8", "surrogateescape")) < 16:
+        extension = "." + extension
+    else:
+        stem, extension = name, ""
+    tail = "~" + hashlib.sha256(encoded).hexdigest()[:16] + extension
+    room = limit - len(tail.encode("utf-8", "surrogateescape"))
+    start, used = [], 0
+    for char in stem.lstrip("."):
+        size = len(char.encode("utf-8", "surrogateescape"))
+        if used + size > room:
+            break
+        start.append(char)
+        used += size
+    return "".join(start) + tail
+
+
+def _lake_path(folder: str, last: str, limit: int = NAME_MAX) -> str:
+    """A landing key's folder and a name, each segment made a lake name (``lake_name``)."""
+    segments = [lake_name(part) for part in folder.split("/")] if folder else []
+    return "/".join([*segments, lake_name(last, limit)])
+
+
 def raw_backup_key(checksum: str, source_key: str) -> str:
     """The landing key's own folders, each version's name prefixed by its checksum: versions of a
     file sit side by side, and backing up a day of 50,000 per-meter files creates no folder per
-    file (a folder per file serialized the backups on the parent folder's lock)."""
+    file (a folder per file serialized the backups on the parent folder's lock). Segments too
+    long for a file system are shortened (``lake_name``)."""
+    folder, _, name = source_key.rpartition("/")
+    return "raw/files/" + _lake_path(folder, f"{checksum[:16]}-{name}")
+
+
+def legacy_raw_backup_key(checksum: str, source_key: str) -> str:
+    """``raw_backup_key`` as ingestions wrote it before segments were shortened (a long name
+    reached an S3 lake as it was; a folder lake could not write it at all)."""
     folder, _, name = source_key.rpartition("/")
     return f"raw/files/{folder + '/' if folder else ''}{checksum[:16]}-{name}"
 
 
 def raw_pack_key(batch: str) -> str:
-    """The backups of one staging chunk's small files, in one zip (see ``write_raw_pack``)."""
+    """One staging chunk's small files in one uncompressed zip (``write_raw_pack``): what an
+    ingestion of thousands of them writes, and what ingestions before per-file backups wrote for
+    every file of up to 256 KiB."""
     return f"raw/packs/{batch}.zip"
-
-
-def _pack_member(checksum: str, source_key: str) -> str:
-    return raw_backup_key(checksum, source_key).removeprefix("raw/files/")
 
 
 def write_raw_pack(store: BlobStore, batch: str, files: list[tuple[str, str, bytes]], when: datetime) -> None:
     """Back up ``(checksum, source key, bytes)`` of small files as one uncompressed zip, each member
-    named as its own backup would be under ``raw/files/`` (extracting a pack there gives that
-    tree). A day of 50,000 per-meter files is a few packs, not 50,000 writes with an fsync each
-    (or 50,000 PUTs on S3). Written by temporary file and rename, or one PUT, like any object."""
+    the file's bytes untouched, named as ``legacy_raw_backup_key`` names it under ``raw/files/``.
+    An ingestion of thousands of per-meter files (see ``ingestion.PACK_MIN_FILES``) writes a few
+    packs, not 50,000 objects (50,000 PUTs on S3). Written by temporary file and rename, or one
+    PUT, like any object."""
     store.write(raw_pack_key(batch), zip_stored(((_pack_member(c, k), data) for c, k, data in files), when))
+
+
+def _pack_member(checksum: str, source_key: str) -> str:
+    return legacy_raw_backup_key(checksum, source_key).removeprefix("raw/files/")
 
 
 # The records of a zip archive (APPNOTE.TXT 4.3), as Python's zipfile packs them.
@@ -132,16 +182,23 @@ def zip_stored(members: Iterable[tuple[str, bytes]], when: datetime) -> bytes:
     return b"".join(parts)
 
 
-def read_raw_backup(store: BlobStore, checksum: str, source_key: str, batch: str) -> bytes:
+def read_raw_backup(
+    store: BlobStore, checksum: str, source_key: str, batch: str, backup: str | None = None
+) -> bytes:
     """The backed-up bytes of the file version ``checksum`` of ``source_key``, staged in ledger
-    batch ``batch``: its own object, or its member in that batch's pack."""
-    alone = raw_backup_key(checksum, source_key)
-    if store.exists(alone):
-        return store.read(alone)
+    batch ``batch``. ``backup``: the object holding them, as a manifest or
+    ``ingestion.backup_objects`` names it; without it, the version's own object, else its member
+    in the batch's pack (an ingestion from before per-file backups)."""
+    if backup is None:
+        backup = raw_backup_key(checksum, source_key)
+        if not store.exists(backup):
+            backup = raw_pack_key(batch)
+    if not backup.startswith("raw/packs/"):
+        return store.read(backup)
     # The zip is read where it lies, by ranges (its end record, its central directory, the
     # member): on S3 a few ranged GETs, not the whole pack.
     with (
-        io.BufferedReader(RangedObject(store, raw_pack_key(batch)), buffer_size=_RANGE_BUFFER) as handle,
+        io.BufferedReader(RangedObject(store, backup), buffer_size=_RANGE_BUFFER) as handle,
         zipfile.ZipFile(handle) as pack,
     ):
         return pack.read(_pack_member(checksum, source_key))
@@ -297,7 +354,15 @@ def quarantine_key(day: date) -> str:
 
 
 def failed_key(checksum: str, source_key: str) -> str:
-    return f"failed/{checksum[:16]}/{source_key}"
+    """Where an unreadable file is kept for review: by checksum, then the landing key, every
+    segment a lake name with room left for the note's suffix (``failed_note_key``)."""
+    folder, _, name = source_key.rpartition("/")
+    return f"failed/{checksum[:16]}/" + _lake_path(folder, name, NAME_MAX - len(FAILED_NOTE_SUFFIX))
+
+
+def failed_note_key(checksum: str, source_key: str) -> str:
+    """The JSON note saying why ``failed_key(checksum, source_key)`` failed."""
+    return failed_key(checksum, source_key) + FAILED_NOTE_SUFFIX
 
 
 def archive_key(day: date) -> str:

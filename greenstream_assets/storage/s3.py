@@ -12,7 +12,52 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from greenstream_assets.storage.blobs import ObjectInfo, check_key
+from botocore.exceptions import ClientError
+
+from greenstream_assets.storage.blobs import ObjectInfo, UnreadableObject, check_key
+
+# Errors that say nothing against the object: the service or the pipeline's own credentials are
+# at fault, and a later attempt (the step's RetryPolicy, the next run) may read it. Raised as
+# they are; marking 50,000 files failed for an expired token would lose them.
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+    }
+)
+_GONE_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# What an unreadable object's note says, by S3 error code.
+_UNREADABLE_REASONS = {"InvalidObjectState": "archived_object", "AccessDenied": "access_denied"}
+
+
+def read_error(key: str, err: ClientError) -> Exception:
+    """What a failed GET of a listed ``key`` means: gone since the listing (``FileNotFoundError``),
+    there but never readable as it is (``UnreadableObject``: archived to Glacier, access denied,
+    any other 4xx), or ``err`` itself when a retry may succeed (throttling, 5xx, credentials)."""
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _GONE_CODES:
+        return FileNotFoundError(f"{key!r} is gone since it was listed ({code})")
+    if code in _TRANSIENT_CODES or status == 429 or not 400 <= status < 500:  # 5xx included
+        return err
+    detail = f"S3 GetObject: {code}: {error.get('Message', '')}".rstrip(": ")
+    if error.get("StorageClass"):
+        detail += f" (storage class {error['StorageClass']})"
+    return UnreadableObject(key, _UNREADABLE_REASONS.get(code, "unreadable_object"), detail)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -49,14 +94,19 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) :]
-                if not key or key.rsplit("/", 1)[-1].startswith("."):
+                # Every key, a dotted name (".keep", ".m2.csv") included: a folder store hides
+                # dotted names as its own in-flight temporary files, and S3 has none.
+                if not key:
                     continue
                 yield ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"'))
 
     def read(self, key: str) -> bytes:
         # A listed key is read exactly as listed (S3 keys are opaque: "a/../b" is one key under
         # the prefix); whatever the pipeline writes goes through check_key.
-        return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except ClientError as err:
+            raise read_error(key, err) from err
 
     def read_tail(self, key: str, size: int) -> bytes:
         # A suffix range: S3 returns the whole object when it is shorter than ``size``.
@@ -74,8 +124,12 @@ class S3BlobStore:
     def size(self, key: str) -> int:
         return int(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)["ContentLength"])
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        # A PUT that returned is durable: nothing to defer.
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
+
+    def sync(self) -> None:
+        """Nothing to do: every PUT was durable when it returned."""
 
     def read_to_file(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, self.prefix + key, str(path))

@@ -116,10 +116,11 @@ def test_a_day_through_the_whole_graph(platform):
         ("2024-03-04/b.csv", 13),
     ]
     for entry in manifest["files"]:
-        # Small files are backed up in their ingestion chunk's pack, under their own backup name.
-        assert entry["backup"] == lake.raw_pack_key(entry["batch"])
-        backup = lake.read_raw_backup(platform.lake, entry["checksum"], entry["key"], entry["batch"])
+        # Every file is backed up alone, untouched, under a name of its own in raw/.
+        assert entry["backup"] == lake.raw_backup_key(entry["checksum"], entry["key"])
+        backup = platform.lake.read(entry["backup"])
         assert backup == platform.landing.read(entry["key"])
+        assert lake.read_raw_backup(platform.lake, entry["checksum"], entry["key"], entry["batch"]) == backup
         assert entry["size"] == len(backup)
 
     # Every check of both days passed, recorded on the instance.

@@ -2,7 +2,7 @@
 uploads racing a tick, and secrets kept out of logs."""
 
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
@@ -10,8 +10,10 @@ import polars as pl
 from greenstream_assets import ingestion
 from greenstream_assets.definitions import build_definitions
 from greenstream_assets.defs.resources import StorageResource
+from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
+from greenstream_assets.storage.s3 import S3BlobStore
 from greenstream_assets_tests.conftest import S3_SECRET, csv
 from greenstream_assets_tests.faults import FaultyS3Proxy
 from greenstream_assets_tests.test_defs.test_sensor import Daemon
@@ -134,3 +136,100 @@ def test_credentials_never_reach_logs_or_metadata(s3_platform):
         for record in p.instance.all_logs(run.run_id):
             assert S3_SECRET not in str(record)
         assert S3_SECRET not in str(run.tags) and S3_SECRET not in str(run.run_config)
+
+
+def test_dotted_keys_and_archived_objects_are_processed_and_never_block_ingestion(s3_platform):
+    # A ".m2.csv" was never listed, a ".keep" never noted; a GLACIER object failed every retry of
+    # the ingestion step (InvalidObjectState), so no other file was ever ingested.
+    p = s3_platform
+    client, bucket = p.s3.client(), p.landing.bucket
+    client.put_object(Bucket=bucket, Key="landing/a.csv", Body=GOOD.encode())
+    client.put_object(
+        Bucket=bucket, Key="landing/d/.m2.csv", Body=csv("M2,2024-03-04T11:00:00Z,2,kW").encode()
+    )
+    client.put_object(Bucket=bucket, Key="landing/d/.keep", Body=b"")
+    cold = csv("M3,2024-03-04T12:00:00Z,3,kW").encode()
+    client.put_object(Bucket=bucket, Key="landing/cold.csv", Body=cold, StorageClass="GLACIER")
+
+    summary = run_landing_zone(instance=p.instance, resources={"storage": p.storage})
+    assert summary.failed == []
+    assert summary.ingest == {"files_staged": 2, "files_failed": 2, "rows_staged": 2}
+    assert p.query("SELECT meter_id, source_file FROM meter_readings ORDER BY meter_id").rows() == [
+        ("M1", "a.csv"),
+        ("M2", "d/.m2.csv"),
+    ]
+    notes = {}
+    for obj in p.lake.list("failed/"):
+        if obj.key.endswith(".reason.json"):
+            note = lake.read_json(p.lake, obj.key)
+            notes[note["source_key"]] = note
+    assert {key: note["reason"] for key, note in notes.items()} == {
+        "d/.keep": "empty_file",
+        "cold.csv": "archived_object",
+    }
+    assert notes["cold.csv"]["checksum"] is None and "InvalidObjectState" in notes["cold.csv"]["detail"]
+    # The empty marker is kept beside its note; the archived object's bytes could not be had.
+    copies = [o.key for o in p.lake.list("failed/") if not o.key.endswith(".reason.json")]
+    assert len(copies) == 1 and p.lake.read(copies[0]) == b""
+    ledger = ingestion.load_ledger(p.lake)
+    assert ledger.filter(pl.col("key") == "cold.csv").select("status", "reason", "checksum").rows() == [
+        ("failed", "archived_object", None)
+    ]
+    # Recorded: not read again on every tick, until the object changes.
+    assert ingestion.unseen_objects(p.landing, ledger) == []
+
+
+class DenyingClient:
+    """A boto3 client whose GETs of ``denied`` keys are refused as S3 refuses them (403
+    AccessDenied: a bucket policy, a KMS key the role may not use)."""
+
+    def __init__(self, inner, denied: set[str]) -> None:
+        self.inner, self.denied = inner, denied
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get_object(self, **kwargs):
+        if kwargs["Key"] in self.denied:
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },
+                "GetObject",
+            )
+        return self.inner.get_object(**kwargs)
+
+
+class VanishingLanding(S3BlobStore):
+    """An S3 landing zone whose ``gone`` keys are deleted after the listing, before their GET."""
+
+    gone: set[str]
+
+    def read(self, key: str) -> bytes:
+        if key in self.gone:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        return super().read(key)
+
+
+def test_denied_objects_are_noted_and_deleted_keys_skipped_while_the_rest_is_ingested(s3_platform):
+    p = s3_platform
+    for key in ("a.csv", "denied.csv", "deleted.csv"):
+        p.drop(key, GOOD)
+    bucket = p.landing.bucket
+    landing = VanishingLanding(p.landing.url, lambda: DenyingClient(p.s3.client(), {"landing/denied.csv"}))
+    landing.gone = {"deleted.csv"}
+    report = ingestion.ingest_new_files(landing, p.lake, RulesConfig(), now=datetime(2024, 3, 5, tzinfo=UTC))
+    assert (report.files_staged, report.files_failed, report.rows_staged) == (1, 1, 1)
+    assert [(f["key"], f["reason"]) for f in report.failures] == [("denied.csv", "access_denied")]
+    ledger = ingestion.load_ledger(p.lake)
+    assert sorted(ledger.select("key", "status").rows()) == [("a.csv", "staged"), ("denied.csv", "failed")]
+    (note,) = [o.key for o in p.lake.list("failed/")]
+    assert lake.read_json(p.lake, note)["detail"] == "S3 GetObject: AccessDenied: Access Denied"
+    # The deleted key left no trace, and its absence asks for nothing more.
+    assert "landing/deleted.csv" not in [
+        o["Key"] for o in p.s3.client().list_objects_v2(Bucket=bucket)["Contents"]
+    ]
+    assert ingestion.unseen_objects(landing, ledger) == []

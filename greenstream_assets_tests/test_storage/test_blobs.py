@@ -180,3 +180,35 @@ def test_a_listed_file_with_a_backslash_in_its_name_can_be_read_but_not_written(
             store.read(key)
     with pytest.raises(UnsafeKey):
         outside.write("a\\b.csv", b"x")
+
+
+def test_a_name_at_the_file_systems_limit_is_written_through_a_short_temporary_name(tmp_path, monkeypatch):
+    # The temporary name was the target's plus 38 bytes: past 217 bytes, ENAMETOOLONG.
+    import re
+
+    store = LocalBlobStore(tmp_path)
+    name = "m" * 251 + ".csv"  # 255 bytes, the most a name can have
+    temporary = []
+    replace = os.replace
+
+    def recording_replace(source, target):
+        temporary.append(os.path.basename(source))
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    store.write(f"d/{name}", b"x")
+    store.write(name, b"y")
+    assert store.read(f"d/{name}") == b"x" and store.read(name) == b"y"
+    assert [o.key for o in store.list()] == [name, f"d/{name}"]
+    assert all(re.fullmatch(r"\.gs-[0-9a-f]{12}\.tmp", t) for t in temporary), temporary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", name]
+
+
+def test_writes_made_without_an_fsync_are_readable_and_synced_at_once(tmp_path):
+    LocalBlobStore(tmp_path / "never-written").sync()  # no folder yet: nothing to do
+    store = LocalBlobStore(tmp_path / "lake")
+    store.write("raw/files/a.csv", b"one", durable=False)
+    store.write("raw/files/a.csv", b"two", durable=False)
+    store.sync()
+    assert store.read("raw/files/a.csv") == b"two"
+    assert [o.key for o in store.list()] == ["raw/files/a.csv"]

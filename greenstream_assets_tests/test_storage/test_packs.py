@@ -1,17 +1,16 @@
-"""The raw backup's packs of small files: byte for byte the zip Python's zipfile writes."""
+"""The raw backup's packs of small files, as ingestions wrote them before every file was backed up
+alone: no longer written, still read back."""
 
 import io
 import zipfile
 from datetime import UTC, datetime
 
-import pytest
-
 from greenstream_assets.storage import lake
-from greenstream_assets.storage.blobs import LocalBlobStore
+from greenstream_assets.storage.blobs import BlobStore, LocalBlobStore
 
 
 def zipfile_pack(members: list[tuple[str, bytes]], when: datetime) -> bytes:
-    """What write_raw_pack wrote through zipfile before it packed the records itself."""
+    """A pack as those ingestions wrote it: Python's zipfile, uncompressed, zip64 allowed."""
     buffer = io.BytesIO()
     stamp = max(when, datetime(1980, 1, 1, tzinfo=when.tzinfo)).timetuple()[:6]
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as pack:
@@ -22,57 +21,39 @@ def zipfile_pack(members: list[tuple[str, bytes]], when: datetime) -> bytes:
     return buffer.getvalue()
 
 
-MEMBERS = [
-    ("2024-03-04/0123456789abcdef-meter 1.csv", b"meter_id,timestamp,energy_value,energy_unit\nM1,x,1,kW\n"),
-    ("0123456789abcdef-top.csv", b""),
-    ("2024-03-04/fedcba9876543210-z\u00e4hler \u00fc.csv", "z\u00e4hler,\u00fc\n".encode()),
-    ("deep/er/folder/aaaaaaaaaaaaaaaa-m.csv", bytes(range(256)) * 40),
-]
-
-
-@pytest.mark.parametrize(
-    "when",
-    [
-        datetime(2024, 3, 4, 17, 45, 59, tzinfo=UTC),  # an odd second: zip keeps two-second steps
-        datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC),
-        datetime(1975, 6, 1, tzinfo=UTC),  # before zip's epoch: 1980-01-01, as before
-    ],
-)
-def test_a_pack_is_the_zip_zipfile_writes(when):
-    packed = lake.zip_stored(MEMBERS, when)
-    assert packed == zipfile_pack(MEMBERS, when)
-    with zipfile.ZipFile(io.BytesIO(packed)) as pack:
-        assert pack.testzip() is None
-        assert [(i.filename, pack.read(i)) for i in pack.infolist()] == MEMBERS
-
-
-def test_a_pack_of_no_files_is_an_empty_zip():
-    when = datetime(2024, 3, 4, tzinfo=UTC)
-    assert lake.zip_stored([], when) == zipfile_pack([], when)
-
-
-def test_more_than_65535_files_get_the_zip64_end_records_zipfile_writes():
-    when = datetime(2024, 3, 4, 1, 2, 3, tzinfo=UTC)
-    members = [(f"2024-03-04/{n:016x}-meter-{n}.csv", f"M{n},1\n".encode()) for n in range(70_000)]
-    packed = lake.zip_stored(members, when)
-    assert packed == zipfile_pack(members, when)
-    with zipfile.ZipFile(io.BytesIO(packed)) as pack:
-        assert len(pack.infolist()) == 70_000
-        assert pack.read("2024-03-04/000000000001116f-meter-69999.csv") == b"M69999,1\n"
-
-
-def test_a_pack_past_zips_2_gb_offsets_is_refused(monkeypatch):
-    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1_000)
-    with pytest.raises(ValueError, match="^a pack of 1,086 bytes: packs hold one chunk of small files$"):
-        lake.zip_stored([("a.csv", b"x" * 1_000)], datetime(2024, 3, 4, tzinfo=UTC))
+def legacy_pack(store: BlobStore, batch: str, files: list[tuple[str, str, bytes]]) -> None:
+    """Back up ``(checksum, source key, bytes)`` as an ingestion of ledger batch ``batch`` did
+    before per-file backups: one zip, each member named as its own backup under raw/files/."""
+    members = [
+        (lake.legacy_raw_backup_key(checksum, key).removeprefix("raw/files/"), data)
+        for checksum, key, data in files
+    ]
+    store.write(lake.raw_pack_key(batch), zipfile_pack(members, datetime(2024, 3, 4, tzinfo=UTC)))
 
 
 def test_a_backup_is_read_back_from_its_pack(tmp_path):
     store = LocalBlobStore(tmp_path)
-    files = [("a" * 64, "2024-03-04/m1.csv", b"one\n"), ("b" * 64, "m2.csv", b"two\n")]
-    lake.write_raw_pack(store, "batch-1", files, datetime(2024, 3, 4, tzinfo=UTC))
+    files = [
+        ("a" * 64, "2024-03-04/m1.csv", b"one\n"),
+        ("b" * 64, "m2.csv", b"two\n"),
+        ("c" * 64, "2024-03-04/z\u00e4hler \u00fc.csv", b""),
+    ]
+    legacy_pack(store, "batch-1", files)
     assert [o.key for o in store.list()] == ["raw/packs/batch-1.zip"]
     for checksum, key, data in files:
+        # Found by itself (no object of its own), or where the manifest says.
         assert lake.read_raw_backup(store, checksum, key, "batch-1") == data
+        assert lake.read_raw_backup(store, checksum, key, "batch-1", lake.raw_pack_key("batch-1")) == data
     with zipfile.ZipFile(tmp_path / "raw/packs/batch-1.zip") as pack:
-        assert pack.namelist() == ["2024-03-04/aaaaaaaaaaaaaaaa-m1.csv", "bbbbbbbbbbbbbbbb-m2.csv"]
+        assert pack.namelist()[:2] == ["2024-03-04/aaaaaaaaaaaaaaaa-m1.csv", "bbbbbbbbbbbbbbbb-m2.csv"]
+
+
+def test_a_member_of_a_pack_of_more_than_65535_files_is_read(tmp_path):
+    # A chunk of 32 MB held up to ~100,000 small files: zip64 end records.
+    store = LocalBlobStore(tmp_path)
+    files = [(f"{n:064x}", f"2024-03-04/meter-{n}.csv", f"M{n},1\n".encode()) for n in range(70_000)]
+    legacy_pack(store, "batch-2", files)
+    assert (
+        lake.read_raw_backup(store, f"{69_999:064x}", "2024-03-04/meter-69999.csv", "batch-2")
+        == b"M69999,1\n"
+    )

@@ -141,16 +141,15 @@ class CountingStore:
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_backup_is_read_from_its_pack_by_ranges(kind, s3_env, bucket, tmp_path):
-    from datetime import UTC, datetime
-
     from greenstream_assets.storage import lake
     from greenstream_assets.storage.blobs import LocalBlobStore
+    from greenstream_assets_tests.test_storage.test_packs import legacy_pack
 
     blobs = LocalBlobStore(tmp_path) if kind == "local" else store(s3_env, f"s3://{bucket}/lake")
     big = bytes(range(256)) * 8_000  # 2 MB: the pack is ~4 MB, eight times the read buffer
     files = [("a" * 64, "2024-03-04/m1.csv", big), ("b" * 64, "2024-03-04/m2.csv", b"meter_id\nM2\n")]
     files.append(("c" * 64, "2024-03-04/m3.csv", big[::-1]))
-    lake.write_raw_pack(blobs, "batch-1", files, datetime(2024, 3, 4, tzinfo=UTC))
+    legacy_pack(blobs, "batch-1", files)
     counted = CountingStore(blobs)
     for checksum, key, data in files:
         assert lake.read_raw_backup(counted, checksum, key, "batch-1") == data
@@ -180,3 +179,71 @@ def test_a_ranged_object_reads_and_seeks_like_a_file(tmp_path):
     assert blobs.read_range("x.bin", 8, 100) == b"89"
     with pytest.raises(ValueError, match="negative seek"):
         raw.seek(-11, io.SEEK_END)
+
+
+def test_dotted_names_are_listed_like_any_key(s3_env, bucket):
+    # A folder store hides dotted names (its own in-flight temporary files); S3 has none, and a
+    # meter's ".m2.csv" or a ".keep" marker was silently never seen.
+    client = s3_env.client()
+    for key in ["landing/.keep", "landing/d/.m2.csv", "landing/d/m1.csv", "landing/.d/m3.csv"]:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    keys = sorted(o.key for o in store(s3_env, f"s3://{bucket}/landing").list())
+    assert keys == [".d/m3.csv", ".keep", "d/.m2.csv", "d/m1.csv"]
+
+
+def test_a_read_says_whether_an_object_is_gone_unreadable_or_worth_a_retry(s3_env, bucket):
+    from greenstream_assets.storage.blobs import UnreadableObject
+
+    client = s3_env.client()
+    client.put_object(Bucket=bucket, Key="landing/cold.csv", Body=b"meter_id\n", StorageClass="GLACIER")
+    landing = store(s3_env, f"s3://{bucket}/landing")
+    with pytest.raises(UnreadableObject) as archived:
+        landing.read("cold.csv")
+    assert archived.value.reason == "archived_object"
+    assert "InvalidObjectState" in archived.value.detail and "GLACIER" in archived.value.detail
+    with pytest.raises(FileNotFoundError):
+        landing.read("deleted.csv")
+
+
+def client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": f"{code} message"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        "GetObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "outcome"),
+    [
+        ("NoSuchKey", 404, "gone"),
+        ("InvalidObjectState", 403, "archived_object"),
+        ("AccessDenied", 403, "access_denied"),
+        ("InvalidRequest", 400, "unreadable_object"),  # e.g. an SSE-C object without its key
+        ("SlowDown", 503, "raised"),
+        ("InternalError", 500, "raised"),
+        ("RequestTimeout", 400, "raised"),
+        ("ExpiredToken", 400, "raised"),  # the pipeline's credentials, not the object
+        ("InvalidAccessKeyId", 403, "raised"),
+        ("NoSuchBucket", 404, "raised"),
+        ("TooManyRequests", 429, "raised"),
+    ],
+)
+def test_read_errors_are_classified(code, status, outcome):
+    from greenstream_assets.storage.blobs import UnreadableObject
+    from greenstream_assets.storage.s3 import read_error
+
+    err = client_error(code, status)
+    result = read_error("a.csv", err)
+    if outcome == "gone":
+        assert isinstance(result, FileNotFoundError)
+    elif outcome == "raised":
+        assert result is err
+    else:
+        assert isinstance(result, UnreadableObject)
+        assert (result.key, result.reason) == ("a.csv", outcome)
+        assert result.detail == f"S3 GetObject: {code}: {code} message"

@@ -94,6 +94,18 @@ def _run(day: date | None) -> int:
             file=sys.stderr,
         )
         return 2
+    if day is None:
+        from greenstream_assets.defs.resources import StorageResource
+
+        landing = StorageResource().landing_url()
+        if "://" not in landing and not Path(landing).is_dir():
+            # A mistyped folder would otherwise look like an empty landing zone.
+            print(
+                f"greenstream run: the landing zone {landing} is no folder (GREENSTREAM_LANDING): "
+                "nothing to ingest",
+                file=sys.stderr,
+            )
+            return 2
     ensure_dagster_home()
     summary = run_landing_zone(day)
     print(summary.render())

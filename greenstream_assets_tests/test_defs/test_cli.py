@@ -120,3 +120,13 @@ def test_generate_rejects_settings_it_cannot_honour_in_one_line(tmp_path, args, 
     assert run.stderr.splitlines()[-1] == f"greenstream generate: error: {message}"
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "landing").exists()
+
+
+def test_run_with_a_landing_zone_that_is_no_folder_says_so(tmp_path):
+    run = greenstream(tmp_path, "run", GREENSTREAM_LANDING=str(tmp_path / "no-such-folder"))
+    assert run.returncode == 2
+    assert run.stderr == (
+        f"greenstream run: the landing zone {tmp_path / 'no-such-folder'} is no folder "
+        "(GREENSTREAM_LANDING): nothing to ingest\n"
+    )
+    assert not (tmp_path / "home").exists()

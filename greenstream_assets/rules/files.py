@@ -168,23 +168,33 @@ def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
         spans = frame.select(pl.sum_horizontal(pl.all().str.count_matches("\n").fill_null(0))).to_series()
         spans = spans if spans.sum() else None
     if blank_lines or spans is not None:
-        rows = _by_line(rows, data, spans)
+        rows = _by_line(rows, data, spans, frame)
     if rows.height == 0:
         raise RejectedFile("empty_file", "the header has no data rows")
     return rows
 
 
-def _by_line(rows: pl.DataFrame, data: bytes, spans: pl.Series | None) -> pl.DataFrame:
+def _by_line(rows: pl.DataFrame, data: bytes, spans: pl.Series | None, parsed: pl.DataFrame) -> pl.DataFrame:
     """``rows`` numbered by the line each starts on, without the rows polars made of empty lines (a
     row of nulls each). ``spans``: the line breaks inside each row's quoted values, if any. Empty
-    lines before the header are skipped by polars itself."""
+    lines before the header are skipped by polars itself.
+
+    Only when the rows account for every line of the file exactly is a row dropped, and only a row
+    of nulls in every column polars parsed: a line break polars counted elsewhere (in a quoted
+    header, in a ragged line's extra field it cut off) leaves every row and its parsed numbering.
+    """
     lines = pl.Series("line", [data.decode("utf-8")]).str.split("\n").explode()
+    if data.endswith(b"\n"):
+        lines = lines.head(-1)
     blank = lines.str.strip_suffix("\r").str.len_bytes() == 0
     header = int(blank.arg_min() or 0)  # the first line that is not empty
     taken = pl.Series("taken", [1] * rows.height, dtype=pl.Int64) + (
         spans.cast(pl.Int64) if spans is not None else 0
     )
+    if header + 1 + int(taken.sum()) != lines.len():
+        return rows
     first = (taken.cum_sum() - taken + header + 2).alias("line_number")  # 1-based
     # A row of one empty line is no row; a row of empty fields (",,,") is one.
-    empty = (taken == 1) & blank.gather(first - 1)
+    nulls = parsed.select(pl.all_horizontal(pl.all().is_null())).to_series()
+    empty = (taken == 1) & blank.gather(first - 1) & nulls
     return rows.with_columns(first).filter(~empty)

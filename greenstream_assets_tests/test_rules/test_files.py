@@ -313,3 +313,21 @@ def test_rows_that_do_not_come_out_one_per_line_fall_back_to_file_by_file() -> N
     # A body that breaks the one-line-one-row promise (a quoted line break, had one slipped through).
     assert read_meter_files([('M1,"2024-03-04\nT00:00:00Z",1,kW\n', "a.csv")]) is None
     assert read_meter_files([]) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(HEADER + b'M1,t,1,kW,"a\nb"\n\nM2,t,2,kW\n', id="ragged_line_with_a_quoted_break"),
+        pytest.param(
+            b'meter_id,"time\nstamp",timestamp,energy_value,energy_unit\nM1,a,t,1,kW\n\nM2,a,t,2,kW\n',
+            id="quoted_break_in_the_header",
+        ),
+    ],
+)
+def test_when_lines_cannot_be_placed_no_row_is_dropped(data: bytes) -> None:
+    # A line break polars cut off with a ragged line's extra field, or one in the header: the rows
+    # no longer account for the file's lines, so none is dropped (the empty line's row of nulls
+    # is then quarantined as missing_meter_id), and M2 is never lost.
+    rows = read_meter_file(data, "f.csv")
+    assert rows.get_column("meter_id").to_list() == ["M1", None, "M2"]

@@ -244,9 +244,44 @@ def _incidents_of_day(
 
 
 def _publish_incidents(store: BlobStore, warehouse: Warehouse, day: date, found: pl.DataFrame) -> None:
-    """``day``'s incidents to the lake (what the next day reads) and to faulty_incident_days."""
-    lake.write_parquet(store, lake.layer_key("faulty_incidents", day), found)
+    """``day``'s incidents to faulty_incident_days, then to the lake (what the next day reads, and
+    what a carry-forward compares with: written last, it says the day was published whole)."""
     warehouse.replace_day("faulty_incident_days", day, found.with_columns(reading_date=pl.lit(day)))
+    lake.write_parquet(store, lake.layer_key("faulty_incidents", day), found)
+
+
+def _carry_forward(
+    store: BlobStore,
+    warehouse: Warehouse,
+    config: RulesConfig,
+    day: date,
+    state: pl.DataFrame,
+    whole: bool = False,
+) -> list[date]:
+    """Recompute the days after ``day`` that were already computed, from ``state`` (``day``'s
+    incidents), one after another until one comes out as it is stored (``whole``: through the last
+    computed day). A marker names the chain while it runs, so a chain cut short (a crash, a failed
+    write) is finished by the next run of any day, then through the last day: where it stopped, a
+    day may be published and the one after it not. Returns the days rewritten."""
+    marker = lake.incidents_carry_key(day)
+    lake.write_json(store, marker, {"from": day.isoformat()})
+    carried = []
+    following = day + timedelta(days=1)
+    while store.exists(lake.layer_key("faulty_incidents", following)) and store.exists(
+        lake.layer_key("flagged_anomalies", following)
+    ):
+        stored = lake.read_parquet(store, lake.layer_key("faulty_incidents", following))
+        redone = _incidents_of_day(store, following, config, state)
+        if redone.equals(stored):
+            if not whole:
+                break
+            following, state = following + timedelta(days=1), redone
+            continue
+        _publish_incidents(store, warehouse, following, redone)
+        carried.append(following)
+        following, state = following + timedelta(days=1), redone
+    store.delete(marker)
+    return carried
 
 
 @daily_asset(
@@ -272,31 +307,35 @@ def faulty_meter_incidents(context: dg.AssetExecutionContext, storage: StorageRe
     A day's incidents carry on into the next day's, so a day that changes (a late file, or days run
     out of order) recomputes the days after it that were already computed, one after another, until
     one comes out as it was: the registry never keeps a stuck period twice, nor loses one that
-    crossed into a day computed first."""
+    crossed into a day computed first. Days take their turn (``Warehouse.exclusive``), and a chain
+    cut short is finished by the next run of any day."""
     day = partition_day(context)
     config = rules.config()
     store = storage.lake_store()
     warehouse = storage.open_warehouse()
-    previous_open = lake.read_parquet_if_exists(
-        store, lake.layer_key("faulty_incidents", day - timedelta(days=1))
-    )
-    found = _incidents_of_day(store, day, config, previous_open)
-    _publish_incidents(store, warehouse, day, found)
-    lake.mark_day_done(store, day, "faulty_meter_incidents")
-    carried: list[str] = []
-    following, state = day + timedelta(days=1), found
-    while store.exists(lake.layer_key("faulty_incidents", following)) and store.exists(
-        lake.layer_key("flagged_anomalies", following)
-    ):
-        stored = lake.read_parquet(store, lake.layer_key("faulty_incidents", following))
-        redone = _incidents_of_day(store, following, config, state)
-        if redone.equals(stored):
-            break
-        _publish_incidents(store, warehouse, following, redone)
-        carried.append(following.isoformat())
-        following, state = following + timedelta(days=1), redone
+    # One day's incidents at a time across runs: a day reads the previous day's and may rewrite the
+    # next ones, so two days side by side (warehouse pools above 1 on PostgreSQL) would each work
+    # from what the other is replacing.
+    with warehouse.exclusive("faulty_meter_incidents"):
+        # First the chains an earlier run left unfinished: the days they rewrite may be this one's.
+        for marker in list(store.list(lake.INCIDENTS_CARRY)):
+            pending = date.fromisoformat(marker.key.rsplit("/", 1)[-1].removesuffix(".json"))
+            stored = lake.read_parquet_if_exists(store, lake.layer_key("faulty_incidents", pending))
+            if stored is None:
+                store.delete(marker.key)
+            else:
+                _carry_forward(store, warehouse, config, pending, stored, whole=True)
+        previous_open = lake.read_parquet_if_exists(
+            store, lake.layer_key("faulty_incidents", day - timedelta(days=1))
+        )
+        found = _incidents_of_day(store, day, config, previous_open)
+        _publish_incidents(store, warehouse, day, found)
+        lake.mark_day_done(store, day, "faulty_meter_incidents")
+        carried = _carry_forward(store, warehouse, config, day, found)
     if carried:
-        context.log.info(f"Incidents of {day} carried on into the days after it: {', '.join(carried)}")
+        context.log.info(
+            f"Incidents of {day} carried on into the days after it: {', '.join(map(str, carried))}"
+        )
     known = (
         previous_open.select(incidents.KEY)
         if previous_open is not None

@@ -259,6 +259,14 @@ DAY_DONE_STEPS = ("daily_peaks", "faulty_meters", "faulty_meter_incidents", "dai
 LEGACY_DAY_DONE_STEPS = ("daily_peaks", "faulty_meters")
 
 
+# Carry-forwards of the faulty-meter incidents under way: one marker per day a chain starts from.
+INCIDENTS_CARRY = "_state/incidents_carry/"
+
+
+def incidents_carry_key(day: date) -> str:
+    return f"{INCIDENTS_CARRY}{day.isoformat()}.json"
+
+
 def day_done_key(day: date, step: str) -> str:
     return f"_state/days/date={day.isoformat()}/{step}.json"
 

@@ -160,6 +160,18 @@ class PostgresWarehouse:
         digest = hashlib.sha256("|".join(map(str, (self.schema, *parts))).encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A session advisory lock on ``name`` (in this schema) for the block: released at the end,
+        or by PostgreSQL when the process dies."""
+        key = self._lock_key("exclusive", name)
+        with self.connect(autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", [key])
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+
     def ensure_schema(self) -> None:
         with self.connect() as conn, conn.transaction():
             # Concurrent runs may all start by migrating: one at a time.

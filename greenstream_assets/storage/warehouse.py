@@ -7,7 +7,7 @@ parameters. A day is replaced in one transaction: readers see the old day or the
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,6 +156,10 @@ class Warehouse(Protocol):
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Ad-hoc reads (tests, tools), with ``?`` placeholders on every backend."""
 
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Hold ``name`` for the block against every other process of the deployment: work that
+        must not interleave across runs (one day's incidents rewriting the next day's)."""
+
 
 class DuckDBWarehouse:
     """An embedded DuckDB file. One writer at a time: every writing step shares one pool."""
@@ -214,6 +218,12 @@ class DuckDBWarehouse:
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self.connect() as conn:
             return conn.sql(sql, params=params or []).pl()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Nothing to hold: a DuckDB file has one writing step at a time already (every step that
+        writes it is in the pool greenstream_warehouse, limited to 1; README, "Concurrency")."""
+        yield
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

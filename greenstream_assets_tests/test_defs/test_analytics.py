@@ -137,6 +137,52 @@ def test_a_late_file_for_a_day_carries_its_incidents_into_the_next_day(platform)
     ]
 
 
+@pytest.mark.parametrize("platform", ["local", "postgres"], indirect=True)
+def test_a_carry_forward_cut_short_is_finished_by_the_next_run_of_any_day(platform, monkeypatch):
+    from greenstream_assets.defs import analytics
+
+    wed = TUE + timedelta(days=1)
+    # M1: nothing sent 16:00-17:45 on Monday, zeros from 18:00, all Tuesday, recovered at 02:15 on
+    # Wednesday: one incident over three days.
+    platform.drop(
+        "mon.csv",
+        csv(*from_interval("M1", MON, 0, [1.0] * 64), *from_interval("M1", MON, 72, [0.0] * 24)),
+    )
+    platform.drop("tue.csv", csv(*series("M1", TUE, [0.0] * 96)))
+    platform.drop("wed.csv", csv(*series("M1", wed, [0.0] * 9 + [1.0] * 87)))
+    run(platform)
+    wed_2 = datetime(2024, 3, 6, 2, tzinfo=UTC)
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 18, tzinfo=UTC), wed_2, 32.0, "closed", 129)
+    ]
+
+    # The late file's Monday is published, its chain rewrites Tuesday, and the run dies before
+    # Wednesday (a crash, or a write that failed): the marker stays.
+    def cut_short(store, warehouse, config, day, state, whole=False):
+        lake.write_json(store, lake.incidents_carry_key(day), {"from": day.isoformat()})
+        following = day + timedelta(days=1)
+        analytics._publish_incidents(
+            store, warehouse, following, analytics._incidents_of_day(store, following, config, state)
+        )
+        return [following]
+
+    monkeypatch.setattr(analytics, "_carry_forward", cut_short)
+    platform.drop("late.csv", csv(*from_interval("M1", MON, 64, [0.0] * 8)))
+    assert sorted(run(platform).days) == [MON]
+    assert platform.query("SELECT count(*) FROM faulty_meter_incidents").item() == 2  # the broken state
+    monkeypatch.undo()
+    # Any later run of the asset finishes the chain first, to the last day: here Monday again,
+    # whose own chain would stop at Tuesday (already rewritten).
+    assert (
+        run_landing_zone(MON, instance=platform.instance, resources={"storage": platform.storage}).failed
+        == []
+    )
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 16, tzinfo=UTC), wed_2, 34.0, "closed", 137)
+    ]
+    assert list(platform.lake.list(lake.INCIDENTS_CARRY)) == []
+
+
 @pytest.mark.parametrize("platform", ["local"], indirect=True)
 def test_days_run_newest_first_still_find_the_incident_across_midnight(platform):
     # Zeros from 22:00 on Monday to 04:00 on Tuesday (25 readings, 6 hours), recovered at 04:15.

@@ -267,3 +267,25 @@ def test_least_privilege_roles(pg_url, pg_schema):
                     "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]
                 ).fetchone() else None
                 admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_exclusive_holds_a_name_against_other_connections_until_the_block_ends(warehouse):
+    import time
+
+    entered, order = threading.Event(), []
+
+    def first():
+        with warehouse.exclusive("faulty_meter_incidents"):
+            entered.set()
+            time.sleep(0.5)
+            order.append("first leaves")
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    entered.wait(10)
+    with warehouse.exclusive("faulty_meter_incidents"):
+        order.append("second enters")
+    with warehouse.exclusive("another name"):
+        order.append("another name")
+    holder.join()
+    assert order == ["first leaves", "second enters", "another name"]

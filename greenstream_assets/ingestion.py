@@ -260,8 +260,11 @@ def ingest_new_files(
         if pack_small and len(data) <= SMALL_FILE_BYTES:
             return _Fetched(obj, len(data), checksum, parsed, data=data)  # into its chunk's pack
         backup = lake.raw_backup_key(checksum, obj.key)
-        # Made durable all at once, before the ledger names it (``lake_store.sync``).
-        lake_store.write(backup, data, durable=False)
+        # A small file is made durable with the others at once, before the ledger names it
+        # (``lake_store.sync``: an fsync each would wait for a journal commit each); a large one
+        # here, on this worker thread, while the other threads parse (a sync of the day's 190 MB
+        # at the end would wait for all of it after the parsing).
+        lake_store.write(backup, data, durable=len(data) > SMALL_FILE_BYTES)
         return _Fetched(obj, len(data), checksum, parsed, backup)
 
     ledger_rows: list[dict] = []

@@ -170,6 +170,32 @@ def test_the_package_sets_polars_allocator_before_polars_loads(operator_setting,
     assert probe.stdout.split() == [expected, "True"]
 
 
+HUGE_PAGES_PROBE = """
+import ctypes
+import subprocess
+import sys
+PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
+ctypes.CDLL(None).prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0)  # as the system has it, not as pytest's
+import greenstream_assets
+child = "import ctypes; print(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))"
+# This process, and a process it starts (a step's subprocess, a run worker), inherit the setting.
+print(ctypes.CDLL(None).prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), subprocess.run(
+    [sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout.strip())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.parametrize(("keep", "expected"), [(None, ["1", "1"]), ("1", ["0", "0"])], ids=["off", "kept"])
+def test_importing_the_package_turns_transparent_huge_pages_off_unless_told_to_keep_them(keep, expected):
+    env = {k: v for k, v in os.environ.items() if k != "GREENSTREAM_KEEP_HUGE_PAGES"}
+    if keep is not None:
+        env["GREENSTREAM_KEEP_HUGE_PAGES"] = keep
+    probe = subprocess.run(
+        [sys.executable, "-c", HUGE_PAGES_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    assert probe.stdout.split() == expected
+
+
 FREEZE_PROBE = """
 import gc
 import sys

@@ -2,7 +2,8 @@
 
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -72,9 +73,9 @@ def test_a_warehouse_at_the_current_version_is_opened_without_reapplying_its_ddl
 
 def test_a_new_file_gets_its_schema_on_the_first_connection_and_only_that_one_checks(tmp_path, monkeypatch):
     opened, checked = [], []
-    connect, version = duckdb.connect, warehouse_module._schema_version
+    connection, version = warehouse_module._FILES.connection, warehouse_module._schema_version
     monkeypatch.setattr(
-        duckdb, "connect", lambda *args, **kwargs: opened.append(args) or connect(*args, **kwargs)
+        warehouse_module._FILES, "connection", lambda path: opened.append(path) or connection(path)
     )
     monkeypatch.setattr(warehouse_module, "_schema_version", lambda conn: checked.append(1) or version(conn))
 
@@ -87,6 +88,54 @@ def test_a_new_file_gets_its_schema_on_the_first_connection_and_only_that_one_ch
     other = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     assert other.query("SELECT max(version) FROM schema_version").item() == 3
     assert (len(opened), len(checked)) == (3, 2)
+
+
+def test_the_file_is_released_between_connections_so_another_process_can_open_it(tmp_path):
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
+    read = [
+        sys.executable,
+        "-c",
+        f"import duckdb; print(duckdb.connect({str(path)!r}).sql('SELECT peak_kw FROM daily_peaks').fetchall())",
+    ]
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.strip() == "[(2.0,)]"
+    # While a connection is open the file is held, as by any DuckDB connection.
+    with warehouse.connect():
+        held = subprocess.run(read, capture_output=True, text=True)
+    assert held.returncode == 1 and "lock" in held.stderr.lower()
+    # And released again when it closes: the other process writes, this one reads its row.
+    write = [
+        sys.executable,
+        "-c",
+        f"import duckdb; duckdb.connect({str(path)!r}).execute('UPDATE daily_peaks SET peak_kw = 3.0')",
+    ]
+    subprocess.run(write, check=True)
+    assert warehouse.query("SELECT peak_kw FROM daily_peaks").item() == 3.0
+
+
+def test_two_files_open_at_once_each_get_their_own_schema_and_rows(tmp_path):
+    first, second = DuckDBWarehouse(str(tmp_path / "a.duckdb")), DuckDBWarehouse(str(tmp_path / "b.duckdb"))
+    first.replace_day("daily_peaks", DAY, peaks(DAY, 1.0))
+    with first.connect() as held:
+        # The second file is new while the first, with its schema, is open in this process.
+        second.replace_day("daily_peaks", DAY, peaks(DAY, 2.0))
+        assert held.sql("SELECT peak_kw FROM daily_peaks").fetchall() == [(1.0,)]
+    assert second.query("SELECT peak_kw FROM daily_peaks").item() == 2.0
+    assert second.query("SELECT count(*) FROM schema_version").item() == 1
+    assert first.query("SELECT peak_kw FROM daily_peaks").item() == 1.0
+
+
+def test_threads_share_an_open_file_and_it_is_released_after_the_last(tmp_path):
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.ensure_schema()
+    days = [DAY + timedelta(days=k) for k in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda d: warehouse.replace_day("daily_peaks", d, peaks(d, 1.0)), days))
+    assert warehouse.query("SELECT count(*) FROM daily_peaks").item() == 8
+    with duckdb.connect(str(path)) as conn:  # nothing left attached in this process
+        assert conn.sql("SELECT count(*) FROM daily_peaks").fetchall() == [(8,)]
 
 
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):

@@ -25,14 +25,11 @@ def system_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
     ``meters_reporting`` counts the meters whose readings make that total. A day without eligible
     readings gives a row with null peak and zero meters.
     """
+    eligible = readings.filter(peak_eligible())
     totals = (
-        readings.filter(peak_eligible())
-        .group_by("reading_ts")
-        .agg(
-            # Rounded to the microwatt so the float sum does not depend on row order.
-            peak_kw=pl.col("energy_kw").sum().round(6),
-            meters_reporting=pl.col("meter_id").n_unique(),
-        )
+        eligible.group_by("reading_ts")
+        # Rounded to the microwatt so the float sum does not depend on row order.
+        .agg(peak_kw=pl.col("energy_kw").sum().round(6))
         .sort(["peak_kw", "reading_ts"], descending=[True, False])
         .head(1)
     )
@@ -41,9 +38,12 @@ def system_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
             {"reading_date": [day], "peak_ts": [None], "peak_kw": [None], "meters_reporting": [0]},
             schema=DAILY_PEAK_SCHEMA,
         )
+    # The meters of the peak instant only: counting distinct meters in every instant's group hashed
+    # all 4.8M meter ids of a day to keep one count.
+    meters = eligible.filter(pl.col("reading_ts") == totals.item(0, "reading_ts")).get_column("meter_id")
     return totals.select(
         reading_date=pl.lit(day),
         peak_ts="reading_ts",
         peak_kw="peak_kw",
-        meters_reporting="meters_reporting",
+        meters_reporting=pl.lit(meters.n_unique()),
     ).cast(DAILY_PEAK_SCHEMA)

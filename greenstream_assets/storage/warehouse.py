@@ -6,9 +6,6 @@ parameters. A day is replaced in one transaction: readers see the old day or the
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
@@ -164,56 +161,6 @@ class Warehouse(Protocol):
         must not interleave across runs (one day's incidents rewriting the next day's)."""
 
 
-class _AttachedFiles:
-    """DuckDB files attached, while in use, to one in-memory DuckDB of this process.
-
-    Starting a DuckDB database costs ~16-25 ms (its catalog of functions and extensions), against
-    ~3 ms to attach a file to one already started, and a day's steps open the warehouse ~18 times
-    (a write, then a count, per step). The file is detached when its last user in the process
-    leaves, as a connection to it was closed: its lock is released, so the next step's process
-    (another run) can open it; nothing stays open between steps."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = -1
-        self._base: duckdb.DuckDBPyConnection | None = None
-        self._users: dict[str, int] = {}
-
-    @staticmethod
-    def alias(path: str) -> str:
-        return "gs_" + hashlib.sha256(path.encode()).hexdigest()[:16]
-
-    @contextmanager
-    def connection(self, path: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection whose default database is the file at ``path`` (attached for the block)."""
-        alias = self.alias(path)
-        with self._lock:
-            if self._base is None or self._pid != os.getpid():
-                # A forked child does not share its parent's database (nor its lock on a file).
-                self._base, self._pid, self._users = duckdb.connect(":memory:"), os.getpid(), {}
-            base = self._base
-            if not self._users.get(path):
-                # ATTACH takes no parameters: the path is quoted as an SQL string literal.
-                base.execute(f"ATTACH IF NOT EXISTS '{path.replace(chr(39), chr(39) * 2)}' AS {alias}")
-            self._users[path] = self._users.get(path, 0) + 1
-            conn = base.cursor()
-        try:
-            conn.execute(f"USE {alias}")
-            yield conn
-        finally:
-            try:
-                conn.close()
-            finally:
-                with self._lock:
-                    self._users[path] -= 1
-                    if not self._users[path] and self._base is base:
-                        del self._users[path]
-                        base.execute(f"DETACH DATABASE IF EXISTS {alias}")
-
-
-_FILES = _AttachedFiles()
-
-
 class DuckDBWarehouse:
     """An embedded DuckDB file. One writer at a time: every writing step shares one pool."""
 
@@ -224,15 +171,18 @@ class DuckDBWarehouse:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the file, its schema made current first (once per object). The file is
-        attached to this process's in-memory DuckDB for the block (see ``_AttachedFiles``)."""
+        """A connection to the file, its schema made current first (once per object: opening a
+        DuckDB file costs ~30 ms, so a step's first statement shares that connection)."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with _FILES.connection(self.path) as conn:
+        conn = duckdb.connect(self.path)
+        try:
             conn.execute("SET TimeZone = 'UTC'")
             if not self._schema_ready:
                 _ensure_schema(conn)
                 self._schema_ready = True
             yield conn
+        finally:
+            conn.close()
 
     def ensure_schema(self) -> None:
         """Create or upgrade the tables and views now (any first connection does it too)."""
@@ -305,7 +255,7 @@ def _schema_version(conn: duckdb.DuckDBPyConnection) -> int:
     """The version a DuckDB file's schema is at (0 when it has none yet)."""
     found = conn.sql(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' "
-        "AND database_name = current_database() AND schema_name = current_schema()"
+        "AND schema_name = current_schema()"
     ).fetchall()[0][0]
     if not found:
         return 0

@@ -73,9 +73,9 @@ def test_a_warehouse_at_the_current_version_is_opened_without_reapplying_its_ddl
 
 def test_a_new_file_gets_its_schema_on_the_first_connection_and_only_that_one_checks(tmp_path, monkeypatch):
     opened, checked = [], []
-    connection, version = warehouse_module._FILES.connection, warehouse_module._schema_version
+    connect, version = duckdb.connect, warehouse_module._schema_version
     monkeypatch.setattr(
-        warehouse_module._FILES, "connection", lambda path: opened.append(path) or connection(path)
+        duckdb, "connect", lambda *args, **kwargs: opened.append(args) or connect(*args, **kwargs)
     )
     monkeypatch.setattr(warehouse_module, "_schema_version", lambda conn: checked.append(1) or version(conn))
 

@@ -19,19 +19,21 @@ def peak_eligible() -> pl.Expr:
     return ~pl.col("is_missing") & ~pl.col("is_anomaly") & pl.col("energy_kw").is_not_null()
 
 
-def system_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
+def system_peak(readings: pl.DataFrame | pl.LazyFrame, day: date) -> pl.DataFrame:
     """One row: the instant with the highest total kW across meters (earliest on a tie).
 
     ``meters_reporting`` counts the meters whose readings make that total. A day without eligible
-    readings gives a row with null peak and zero meters.
+    readings gives a row with null peak and zero meters. ``readings`` may be a lazy scan: the
+    totals then read no meter id, and the count reads those of the peak instant only.
     """
-    eligible = readings.filter(peak_eligible())
+    eligible = readings.lazy().filter(peak_eligible())
     totals = (
         eligible.group_by("reading_ts")
         # Rounded to the microwatt so the float sum does not depend on row order.
         .agg(peak_kw=pl.col("energy_kw").sum().round(6))
         .sort(["peak_kw", "reading_ts"], descending=[True, False])
         .head(1)
+        .collect()
     )
     if totals.height == 0:
         return pl.DataFrame(
@@ -39,11 +41,16 @@ def system_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
             schema=DAILY_PEAK_SCHEMA,
         )
     # The meters of the peak instant only: counting distinct meters in every instant's group hashed
-    # all 4.8M meter ids of a day to keep one count.
-    meters = eligible.filter(pl.col("reading_ts") == totals.item(0, "reading_ts")).get_column("meter_id")
+    # all 4.8M meter ids of a day to keep one count (and, from the archive, decoded them all).
+    meters = (
+        eligible.filter(pl.col("reading_ts") == totals.item(0, "reading_ts"))
+        .select(pl.col("meter_id").n_unique())
+        .collect()
+        .item()
+    )
     return totals.select(
         reading_date=pl.lit(day),
         peak_ts="reading_ts",
         peak_kw="peak_kw",
-        meters_reporting=pl.lit(meters.n_unique()),
+        meters_reporting=pl.lit(meters),
     ).cast(DAILY_PEAK_SCHEMA)

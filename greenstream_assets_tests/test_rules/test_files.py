@@ -122,6 +122,27 @@ def test_not_text(data: bytes) -> None:
     assert rejected(data).reason == "not_text"
 
 
+@pytest.mark.parametrize(("control", "reason"), [(30_000, None), (30_001, "not_text")])
+def test_control_bytes_are_counted_over_the_whole_of_a_large_file(control: int, reason: str | None) -> None:
+    # 3,000,000 bytes, counted a mebibyte at a time: the file is binary above 1 % control bytes
+    # (30,000), wherever they are, so one NUL in every chunk's share decides it.
+    line = HEADER.replace(b"\n", b"\r\n")
+    filler = b"m1,2024-06-03T08:00:00Z,1.5,kW\t\n"
+    body = bytearray(line + filler * ((3_000_000 - len(line)) // len(filler)))
+    body += b"x" * (3_000_000 - len(body))
+    step = len(body) // control
+    for i in range(control):
+        body[len(line) + i * step] = 0
+    data = bytes(body)
+    assert len(data) == 3_000_000
+    if reason is None:
+        assert check_bytes(data) == data
+    else:
+        with pytest.raises(RejectedFile) as info:
+            check_bytes(data)
+        assert info.value.reason == reason
+
+
 def test_a_stray_nul_in_a_text_file_is_a_bad_value_not_a_bad_file() -> None:
     rows = read_meter_file(
         HEADER + b"m1,2024-06-03T08:00:00Z,1\x00,kW\nm2,2024-06-03T08:00:00Z,2,kW\n", "f.csv"

@@ -156,6 +156,24 @@ def test_only_the_latest_runs_keep_their_connection(home, monkeypatch):
         assert set(storage.kept_databases()) == {"index", runs[0], runs[3], runs[4]}
 
 
+def test_kept_connections_write_ahead_and_sync_the_log_at_checkpoints(home, tmp_path):
+    def pragmas(storage: SqliteEventLogStorage, shard: str) -> tuple[str, int]:
+        with storage._connect(shard) as conn:
+            return (
+                conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+            )
+
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        storage = instance.event_log_storage
+        # 1 is NORMAL: the commits of a run's events wait for no fsync.
+        assert pragmas(storage, "index") == ("wal", 1)
+        assert pragmas(storage, run_id) == ("wal", 1)
+    # Dagster's own storage on the same files syncs at every commit (2, FULL).
+    assert pragmas(SqliteEventLogStorage(str(home / "history" / "runs")), run_id) == ("wal", 2)
+
+
 def test_threads_share_a_database_one_at_a_time(home):
     with dg.DagsterInstance.get() as instance:
         run_id = two_steps.execute_in_process(instance=instance).run_id

@@ -4,6 +4,8 @@ log keeping one connection per database."""
 import collections
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from sqlalchemy import event
 
 from greenstream_assets.defs import instance as local_instance
-from greenstream_assets.defs.instance import KeptConnectionsEventLogStorage
+from greenstream_assets.defs.instance import KeptConnectionRunStorage, KeptConnectionsEventLogStorage
 
 LOCAL_CONFIG = Path(local_instance.__file__).resolve().parent.parent / "dagster_local.yaml"
 
@@ -107,6 +109,115 @@ def test_a_run_opens_one_connection_to_its_database_and_none_to_the_index(home, 
         # two-step job, 4 more to the index); the kept one is opened once.
         assert {name: n for name, n in connects.items() if name != "runs.db"} == {f"{r}.db": 1 for r in runs}
         assert set(instance.event_log_storage.kept_databases()) == {"index", *runs}
+
+
+def test_runs_share_one_connection_to_the_run_database(home, connects):
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_storage, KeptConnectionRunStorage)
+        connects.clear()
+        runs = [two_steps.execute_in_process(instance=instance).run_id for _ in range(3)]
+        # Dagster's own run storage opens a connection for every read and write (~30 a run); the
+        # kept one was opened with the instance.
+        assert connects["runs.db"] == 0
+        assert instance.run_storage.has_kept_connection()
+        assert [run.run_id for run in instance.get_runs()] == runs[::-1]
+        with instance.run_storage.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+
+def test_a_use_of_the_run_database_inside_another_gets_its_own_connection(home, connects):
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        storage = instance.run_storage
+        connects.clear()
+        with storage.connect() as outer:
+            # Not the kept one (held by the outer use on this thread): no deadlock, no shared
+            # transaction.
+            assert storage.get_runs(dg.RunsFilter(run_ids=[run_id]))[0].run_id == run_id
+            assert outer.exec_driver_sql("SELECT count(*) FROM runs").scalar() == 1
+        assert connects["runs.db"] == 1
+        assert storage.has_kept_connection()
+
+
+def test_threads_share_the_run_database_one_at_a_time(home):
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.run_storage
+        errors: list[BaseException] = []
+
+        def add(n: int) -> None:
+            try:
+                for i in range(20):
+                    run_id = f"thread-{n}-run-{i}"
+                    storage.add_run(dg.DagsterRun(job_name="two_steps", run_id=run_id))
+                    storage.handle_run_event(
+                        run_id,
+                        dg.DagsterEvent(
+                            event_type_value="PIPELINE_START", job_name="two_steps", event_specific_data=None
+                        ),
+                    )
+                    assert storage.get_runs(dg.RunsFilter(run_ids=[run_id]))[0].status == (
+                        dg.DagsterRunStatus.STARTED
+                    )
+            except BaseException as err:  # noqa: BLE001  (surfaced by the assertion below)
+                errors.append(err)
+
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert sorted(run.run_id for run in storage.get_runs()) == sorted(
+            f"thread-{n}-run-{i}" for n in range(4) for i in range(20)
+        )
+
+
+def test_a_forked_child_opens_its_own_run_database_connection(home):
+    with dg.DagsterInstance.get() as instance:
+        run_id = two_steps.execute_in_process(instance=instance).run_id
+        storage = instance.run_storage
+        parents = storage._kept_engine
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh connection, the parent's left alone (not closed)
+            code = 1
+            try:
+                if (
+                    not storage.has_kept_connection()
+                    and storage.get_runs(dg.RunsFilter(run_ids=[run_id])) != []
+                ):
+                    code = 0 if storage._kept_engine is not parents else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage._kept_engine is parents
+        assert storage.get_runs(dg.RunsFilter(run_ids=[run_id]))[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_run_written_by_another_process_is_read_at_once(home):
+    with dg.DagsterInstance.get() as reader:
+        assert reader.get_runs() == []
+        subprocess.run([sys.executable, "-c", WRITE_A_RUN], check=True, timeout=120)
+        assert [run.status for run in reader.get_runs()] == [dg.DagsterRunStatus.SUCCESS]
+        assert reader.run_storage.has_kept_connection()
+    assert not reader.run_storage.has_kept_connection()  # closed with the instance
+
+
+WRITE_A_RUN = """
+import dagster as dg
+
+@dg.op
+def one() -> int:
+    return 1
+
+@dg.job
+def another_process() -> None:
+    one()
+
+with dg.DagsterInstance.get() as instance:
+    another_process.execute_in_process(instance=instance)
+"""
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ own lock as Dagster uses its connections, in WAL mode as Dagster sets it. Config
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import sqlite3
@@ -97,8 +98,8 @@ class KeptConnectionsEventLogStorage(SqliteEventLogStorage):
             return
         try:
             with engine.connect() as conn:
-                conn.execute(db.text("PRAGMA journal_mode=WAL;"))
-                conn.execute(db.text("PRAGMA synchronous=NORMAL;"))  # see _write_ahead_log
+                if conn.execute(db.text("PRAGMA journal_mode=WAL;")).scalar() == "wal":
+                    conn.execute(db.text("PRAGMA synchronous=NORMAL;"))  # see _write_ahead_log
                 conn.exec_driver_sql("BEGIN")
                 SqlEventLogStorageMetadata.create_all(conn)
                 MigrationContext.configure(conn).stamp(_migration_scripts(), "head")
@@ -109,6 +110,8 @@ class KeptConnectionsEventLogStorage(SqliteEventLogStorage):
     def _engine(self, shard: str) -> db.Engine:
         if self._engines_pid != os.getpid():
             # A forked child: the parent's connections are not this process's to use or close.
+            for inherited in self._engines.values():
+                _leave_to_parent(inherited)
             self._engines, self._engines_pid = OrderedDict(), os.getpid()
         engine = self._engines.pop(shard, None)
         if engine is None:
@@ -161,6 +164,8 @@ class KeptConnectionRunStorage(SqliteRunStorage):
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[db.Connection]:
+        if self._kept_pid != os.getpid():
+            self._forked()
         if self._kept_owner == threading.get_ident():
             engine = db.create_engine(self._conn_string, poolclass=NullPool)
             try:
@@ -177,10 +182,15 @@ class KeptConnectionRunStorage(SqliteRunStorage):
             finally:
                 self._kept_owner = None
 
+    def _forked(self) -> None:
+        """In a forked child: a lock of its own (a thread of the parent may have held the parent's
+        at the fork) and, later, a connection of its own; the parent's is neither used nor closed."""
+        if self._kept_engine is not None:
+            _leave_to_parent(self._kept_engine)
+        self._kept_engine, self._kept_owner = None, None
+        self._kept_lock, self._kept_pid = threading.Lock(), os.getpid()
+
     def _engine(self) -> db.Engine:
-        if self._kept_pid != os.getpid():
-            # A forked child: the parent's connection is not this process's to use or close.
-            self._kept_engine, self._kept_pid = None, os.getpid()
         if self._kept_engine is None:
             self._kept_engine = db.create_engine(
                 self._conn_string,
@@ -195,10 +205,18 @@ class KeptConnectionRunStorage(SqliteRunStorage):
 
     def dispose(self) -> None:
         super().dispose()
+        if self._kept_pid != os.getpid():
+            self._forked()
         with self._kept_lock:
             engine, self._kept_engine = self._kept_engine, None
-            if engine is not None and self._kept_pid == os.getpid():
+            if engine is not None:
                 engine.dispose()
+
+
+def _leave_to_parent(engine: db.Engine) -> None:
+    """Keep an engine a forked child inherited alive for good: freeing it would close the parent's
+    SQLite connection from the child, which SQLite says never to do with a handle across a fork."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(engine))
 
 
 def _write_ahead_log(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

@@ -4,9 +4,11 @@ log keeping one connection per database."""
 import collections
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -173,26 +175,46 @@ def test_threads_share_the_run_database_one_at_a_time(home):
         )
 
 
-def test_a_forked_child_opens_its_own_run_database_connection(home):
+@pytest.mark.parametrize("held", [False, True], ids=["idle", "held-by-a-thread-at-the-fork"])
+def test_a_forked_child_opens_its_own_run_database_connection(home, held):
     with dg.DagsterInstance.get() as instance:
         run_id = two_steps.execute_in_process(instance=instance).run_id
         storage = instance.run_storage
-        parents = storage._kept_engine
+        parents = id(storage._kept_engine)
+        using, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with storage.connect():
+                using.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        if held:  # a thread of the parent is inside the kept connection when the process forks
+            holder.start()
+            assert using.wait(30)
         pid = os.fork()
-        if pid == 0:  # the child: a fresh connection, the parent's left alone (not closed)
+        if pid == 0:  # the child: a lock and a connection of its own; the parent's left alone
             code = 1
             try:
-                if (
-                    not storage.has_kept_connection()
-                    and storage.get_runs(dg.RunsFilter(run_ids=[run_id])) != []
-                ):
-                    code = 0 if storage._kept_engine is not parents else 3
+                runs = storage.get_runs(dg.RunsFilter(run_ids=[run_id]))
+                if runs and storage.has_kept_connection():
+                    code = 0 if id(storage._kept_engine) != parents else 3
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert storage._kept_engine is parents
-        assert storage.get_runs(dg.RunsFilter(run_ids=[run_id]))[0].status == dg.DagsterRunStatus.SUCCESS
+        deadline = time.monotonic() + 60
+        while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if waited[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        release.set()
+        if held:
+            holder.join()
+        assert waited[0] == pid and os.waitstatus_to_exitcode(waited[1]) == 0
+        # The parent's connection still works, and what it commits reaches another connection.
+        storage.add_run(dg.DagsterRun(job_name="two_steps", run_id="after-the-fork"))
+        with sqlite3.connect(home / "history" / "runs.db") as other:
+            assert other.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
 
 
 def test_a_run_written_by_another_process_is_read_at_once(home):

@@ -48,7 +48,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import StaticPool
 
 # Databases whose connection is kept: the index and the latest runs' (a run writes its own). The
 # webserver reads many runs' logs; older ones are closed as newer ones open.
@@ -115,12 +115,7 @@ class KeptConnectionsEventLogStorage(SqliteEventLogStorage):
             self._engines, self._engines_pid = OrderedDict(), os.getpid()
         engine = self._engines.pop(shard, None)
         if engine is None:
-            engine = db.create_engine(
-                self.conn_string_for_shard(shard),
-                poolclass=StaticPool,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-            )
-            db.event.listen(engine, "connect", _write_ahead_log)
+            engine = _kept_engine(self.conn_string_for_shard(shard))
         self._engines[shard] = engine
         runs = [name for name in self._engines if name != INDEX_SHARD_NAME]
         for oldest in runs[: max(0, len(runs) - KEPT_DATABASES)]:
@@ -167,12 +162,8 @@ class KeptConnectionRunStorage(SqliteRunStorage):
         if self._kept_pid != os.getpid():
             self._forked()
         if self._kept_owner == threading.get_ident():
-            engine = db.create_engine(self._conn_string, poolclass=NullPool)
-            try:
-                with engine.connect() as conn, conn.begin():
-                    yield conn
-            finally:
-                engine.dispose()
+            with super().connect() as conn:
+                yield conn
             return
         with self._kept_lock:
             self._kept_owner = threading.get_ident()
@@ -192,12 +183,7 @@ class KeptConnectionRunStorage(SqliteRunStorage):
 
     def _engine(self) -> db.Engine:
         if self._kept_engine is None:
-            self._kept_engine = db.create_engine(
-                self._conn_string,
-                poolclass=StaticPool,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-            )
-            db.event.listen(self._kept_engine, "connect", _write_ahead_log)
+            self._kept_engine = _kept_engine(self._conn_string)
         return self._kept_engine
 
     def has_kept_connection(self) -> bool:
@@ -211,6 +197,17 @@ class KeptConnectionRunStorage(SqliteRunStorage):
             engine, self._kept_engine = self._kept_engine, None
             if engine is not None:
                 engine.dispose()
+
+
+def _kept_engine(url: str) -> db.Engine:
+    """One SQLite connection kept open (used by one thread at a time, under its storage's lock)."""
+    engine = db.create_engine(
+        url,
+        poolclass=StaticPool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    )
+    db.event.listen(engine, "connect", _write_ahead_log)
+    return engine
 
 
 def _leave_to_parent(engine: db.Engine) -> None:

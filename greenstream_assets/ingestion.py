@@ -27,7 +27,7 @@ from greenstream_assets.rules.files import (
     read_meter_text,
     simple_body,
 )
-from greenstream_assets.rules.timestamps import parse_timestamp_column, utc_day
+from greenstream_assets.rules.timestamps import parse_timestamp, parse_timestamp_column, utc_day
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.blobs import BlobStore, ObjectInfo, UnreadableObject, UnsafeKey, check_key
 
@@ -142,15 +142,29 @@ def unseen_objects(landing: BlobStore, ledger: pl.DataFrame) -> list[ObjectInfo]
     return [obj for obj in landing.list() if latest.get(obj.key) != obj.version]
 
 
+def _usable_day(ts: pl.Series | pl.Expr, config: RulesConfig, arrival: date) -> pl.Expr:
+    """The UTC day of an instant where it is a day the rows can be staged for, else null."""
+    day = utc_day(ts) if isinstance(ts, pl.Expr) else utc_day(pl.lit(ts))
+    return pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(arrival + timedelta(days=1)))).then(day)
+
+
+def _single_day(timestamps: pl.Series, config: RulesConfig, arrival: date) -> date | None:
+    """The day ``_assign_days`` gives every row when it gives them all the same one from their own
+    timestamps (a chunk of one day's files, the usual case), else None: worked out from the
+    distinct texts alone (a few hundred in a day's 4.8M rows), with no join back to the rows."""
+    distinct = pl.DataFrame({"text": timestamps.unique()})
+    days = distinct.select(_usable_day(parse_timestamp("text", config.timezone), config, arrival)).to_series()
+    if days.len() == 0 or days.null_count() or days.n_unique() != 1:
+        return None
+    return days[0]
+
+
 def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.DataFrame:
     """Add ``day``: the UTC day of each reading. Rows with no usable day go to their file's first
     day (or the arrival day) so that they are quarantined and reviewed with the file's other rows.
     """
-    latest_day = arrival + timedelta(days=1)
-    day = utc_day(parse_timestamp_column(rows.get_column("timestamp"), config.timezone))
-    rows = rows.with_columns(
-        day=pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(latest_day))).then(day)
-    )
+    ts = parse_timestamp_column(rows.get_column("timestamp"), config.timezone)
+    rows = rows.with_columns(day=_usable_day(ts, config, arrival))
     if rows.get_column("day").null_count() == 0:  # the usual case: no window over the files
         return rows
     return rows.with_columns(
@@ -264,7 +278,7 @@ def ingest_new_files(
         # (``lake_store.sync``: an fsync each would wait for a journal commit each); a large one
         # here, on this worker thread, while the other threads parse (a sync of the day's 190 MB
         # at the end would wait for all of it after the parsing).
-        lake_store.write(backup, data, durable=len(data) > SMALL_FILE_BYTES)
+        lake_store.write(backup, data, durable=len(data) > SMALL_FILE_BYTES, cached=False)
         return _Fetched(obj, len(data), checksum, parsed, backup)
 
     ledger_rows: list[dict] = []
@@ -335,35 +349,33 @@ def ingest_new_files(
                 # Written while the chunk is split and staged; waited for before the ledger.
                 packs.append(pool.submit(lake.write_raw_pack, lake_store, part, to_pack, now))
             del to_pack
-            frames.extend(_read_simple(simple))
-            if not frames:
+            simple_frames = _read_simple(simple)
+            if not frames and not simple_frames:
                 continue
-            rows = _assign_days(pl.concat(frames), config, now.date())
+            rows = pl.concat([*frames, *simple_frames])
             report.rows_staged += rows.height
-            for (key, day), n in (
-                rows.group_by("source_file", "day").len().rows_by_key(["source_file", "day"]).items()
-            ):
-                ledger_rows.append(
-                    {**bases[key], "status": "staged", "reason": None, "day": day, "rows": n[0][0]}
-                )
-            chunk_days = rows.get_column("day").unique()
-            if chunk_days.len() == 1:  # the usual case: no copy of the chunk to split it
-                by_day = {(chunk_days.item(),): rows.drop("day")}
+            one_day = _single_day(rows.get_column("timestamp"), config, now.date())
+            if one_day is not None:
+                # The usual chunk: every row on one day. A large file's frame is that file's rows;
+                # only the small files parsed together are counted per file.
+                counts = [(frame.get_column("source_file")[0], one_day, frame.height) for frame in frames]
+                if simple_frames:
+                    together = pl.concat(simple_frames).group_by("source_file").len()
+                    counts += [(key, one_day, n) for key, n in together.iter_rows()]
+                by_day = {(one_day,): rows}
             else:
-                by_day = rows.partition_by("day", as_dict=True, include_key=False)
-            del rows
+                rows = _assign_days(rows, config, now.date())
+                counts = rows.group_by("source_file", "day").len().iter_rows()
+                chunk_days = rows.get_column("day").unique()
+                if chunk_days.len() == 1:  # rows without a usable day of their own, gone to it
+                    by_day = {(chunk_days.item(),): rows.drop("day")}
+                else:
+                    by_day = rows.partition_by("day", as_dict=True, include_key=False)
+            del rows, frames, simple_frames
+            for key, day, n in counts:
+                ledger_rows.append({**bases[key], "status": "staged", "reason": None, "day": day, "rows": n})
             for (day,), day_rows in by_day.items():
-                # Uncompressed: validate_day reads a day's staged rows once per slice of meters
-                # (nine passes for 4.8M rows), and decompressing every page each time cost more
-                # than the passes' own filtering (README, "Benchmarks"). Parquet's dictionaries
-                # still keep the file at ~0.45x the CSV's size.
-                lake.write_layer(
-                    lake_store,
-                    lake.staging_key(day, part),
-                    day_rows,
-                    statistics=False,
-                    compression="uncompressed",
-                )
+                lake.write_staged(lake_store, lake.staging_key(day, part), day_rows)
                 days.add(day)
             del by_day
         for pack in packs:
@@ -491,7 +503,7 @@ def _fail_file(
     store: BlobStore, key: str, data: bytes, checksum: str, reason: str, detail: str, now: datetime
 ) -> None:
     """Keep an unreadable file for review, beside a note saying why."""
-    store.write(lake.failed_key(checksum, _lake_safe(key)), data)
+    store.write(lake.failed_key(checksum, _lake_safe(key)), data, cached=False)
     lake.write_json(
         store,
         lake.failed_note_key(checksum, _lake_safe(key)),

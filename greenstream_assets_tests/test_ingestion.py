@@ -5,6 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from greenstream_assets import ingestion
 from greenstream_assets.rules.config import RulesConfig
@@ -488,10 +490,12 @@ class RecordingLake(LocalBlobStore):
     def __init__(self, root) -> None:
         super().__init__(root)
         self.events: list[tuple[str, bool | None]] = []
+        self.cached: dict[str, bool] = {}
 
-    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
-        super().write(key, data, durable=durable)
+    def write(self, key: str, data: bytes, *, durable: bool = True, cached: bool = True) -> None:
+        super().write(key, data, durable=durable, cached=cached)
         self.events.append((key, durable))
+        self.cached[key] = cached
 
     def sync(self) -> None:
         super().sync()
@@ -512,3 +516,94 @@ def test_backups_are_made_durable_at_once_before_the_ledger_names_them(tmp_path)
     assert all(others)  # staging, failed/, ledger: durable when written, as before
     ledger = next(i for i, key in enumerate(keys) if key.startswith(lake.LEDGER_FILES))
     assert max(backups) < keys.index("sync") < ledger
+
+
+def test_a_large_files_backup_is_written_durable_and_around_the_page_cache(tmp_path):
+    # A day's backups are written once and seldom read: kept out of the page cache (blobs.py,
+    # DIRECT_MIN_BYTES), unlike the staged rows validate_day reads right after.
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), RecordingLake(tmp_path / "lake")
+    lines = "".join(f"MTR-{i:05d},2024-03-04T00:15:00Z,1.5,kW\n" for i in range(40_000))
+    big = ("meter_id,timestamp,energy_value,energy_unit\n" + lines).encode()
+    assert len(big) > 1 << 20
+    landing.write("2024-03-04/big.csv", big)
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert report.rows_staged == 40_000
+    (backup,) = [key for key in lake_store.cached if key.startswith("raw/")]
+    assert dict(lake_store.events)[backup] is True and lake_store.cached[backup] is False
+    assert lake_store.read(backup) == big
+    staged = [key for key in lake_store.cached if key.startswith("staging/")]
+    assert len(staged) == 1 and lake_store.cached[staged[0]] is True
+
+
+# Timestamps a chunk can hold: one day's readings (UTC, with an offset, local), readings of the
+# day before and after, text that is no instant, an empty value, days outside what may be staged.
+TIMESTAMP_POOL = [
+    "2024-03-04T00:00:00Z",
+    "2024-03-04T23:45:00Z",
+    "2024-03-04 12:15",
+    "2024-03-04T10:00:00+01:00",
+    "2024-03-05T00:30:00+01:00",
+    "2024-03-03T23:45:00Z",
+    "2024-03-05T00:15:00Z",
+    "2024-03-04T00:15:00-05:00",
+    "not a time",
+    "",
+    None,
+    "2031-01-01T00:00:00Z",
+    "1999-01-01T00:00:00Z",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TIMESTAMP_POOL), min_size=1, max_size=12))
+def test_a_chunk_of_one_day_is_found_from_its_distinct_timestamps_as_row_by_row(stamps):
+    # _single_day (the distinct texts only) gives the day _assign_days gives every row, exactly
+    # when every row has that day from its own timestamp; otherwise the rows go through
+    # _assign_days as before.
+    config = RulesConfig()
+    rows = pl.DataFrame(
+        {"timestamp": stamps, "source_file": ["f.csv"] * len(stamps)},
+        schema={"timestamp": pl.String, "source_file": pl.String},
+    )
+    own = rows.select(
+        ingestion._usable_day(
+            ingestion.parse_timestamp_column(rows.get_column("timestamp"), config.timezone),
+            config,
+            NOW.date(),
+        )
+    ).to_series()
+    expected = own[0] if own.null_count() == 0 and own.n_unique() == 1 else None
+    assert ingestion._single_day(rows.get_column("timestamp"), config, NOW.date()) == expected
+    if expected is not None:
+        assigned = ingestion._assign_days(rows, config, NOW.date()).get_column("day")
+        assert assigned.to_list() == [expected] * len(stamps)
+
+
+def test_a_chunk_with_rows_of_two_days_is_staged_per_day_with_each_files_counts(tmp_path):
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    header = "meter_id,timestamp,energy_value,energy_unit\n"
+    landing.write(
+        "one-day.csv", (header + "m1,2024-03-04T08:00:00Z,1,kW\nm2,2024-03-04T08:00:00Z,2,kW\n").encode()
+    )
+    landing.write(
+        "two-days.csv",
+        (
+            header
+            + "m1,2024-03-03T23:45:00Z,1,kW\nm1,2024-03-04T00:00:00Z,2,kW\nm2,2024-03-04T00:00:00Z,3,kW\n"
+        ).encode(),
+    )
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert report.rows_staged == 5 and report.affected_days == [date(2024, 3, 3), date(2024, 3, 4)]
+    ledger = ingestion.load_ledger(lake_store).sort("key", "day")
+    assert ledger.select("key", "day", "rows").rows() == [
+        ("one-day.csv", date(2024, 3, 4), 2),
+        ("two-days.csv", date(2024, 3, 3), 1),
+        ("two-days.csv", date(2024, 3, 4), 2),
+    ]
+    staged = ingestion.load_day_rows(lake_store, ledger, date(2024, 3, 4))
+    assert sorted(staged.select("source_file", "line_number").rows()) == [
+        ("one-day.csv", 2),
+        ("one-day.csv", 3),
+        ("two-days.csv", 3),
+        ("two-days.csv", 4),
+    ]

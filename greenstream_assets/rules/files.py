@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import polars as pl
 
 from greenstream_assets.rules.config import REQUIRED_COLUMNS
@@ -20,18 +23,32 @@ class RejectedFile(ValueError):
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 13))
 
 
-# Counted a mebibyte at a time: a copy of the whole file without them (190 MB a day) took that
-# much fresh memory, page by page, for one number.
-_CONTROL_CHUNK = 1 << 20
+# Bytes are counted a mebibyte at a time, as numpy arrays over the file's own buffer (no copy):
+# vectorized, and without the GIL, which ``bytes.translate`` and ``bytes.count`` hold while the
+# other ingestion threads wait for it (0.13 and 0.10 s for a day's 197 MB, against 0.06 and 0.03).
+_COUNT_CHUNK = 1 << 20
+
+
+def _chunks(data: bytes) -> Iterator[np.ndarray]:
+    for start in range(0, len(data), _COUNT_CHUNK):
+        yield np.frombuffer(data, np.uint8, min(_COUNT_CHUNK, len(data) - start), start)
 
 
 def _control_bytes(data: bytes) -> int:
-    view = memoryview(data)
+    """How many bytes of ``data`` are ``_CONTROL`` bytes."""
     count = 0
-    for start in range(0, len(data), _CONTROL_CHUNK):
-        chunk = bytes(view[start : start + _CONTROL_CHUNK])
-        count += len(chunk) - len(chunk.translate(None, _CONTROL))
+    for chunk in _chunks(data):
+        low = int(np.count_nonzero(chunk < 32))
+        if low:  # below 32: newlines, mostly; tabs and carriage returns are counted only if need be
+            low -= int(np.count_nonzero(chunk == 10))
+        if low:
+            low -= int(np.count_nonzero(chunk == 9)) + int(np.count_nonzero(chunk == 13))
+        count += low
     return count
+
+
+def _newlines(data: bytes) -> int:
+    return sum(int(np.count_nonzero(chunk == 10)) for chunk in _chunks(data))
 
 
 def check_bytes(data: bytes) -> bytes:
@@ -177,7 +194,7 @@ def read_meter_text(text: str | bytes, source_file: str) -> pl.DataFrame:
     blank_lines = data.startswith((b"\n", b"\r\n")) or (
         bool(nulls.any()) and (b"\n\n" in data or b"\n\r\n" in data)
     )
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    lines = _newlines(data) + (not data.endswith(b"\n"))
     spans = None
     if lines != frame.height + 1 and b'"' in data:
         # More lines than rows: quoted values hold line breaks, and such a row takes more than one

@@ -71,7 +71,8 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     ``timestamp_out_of_range`` (rows land in a day only for review when their own day is unusable).
     ``None`` accepts any day.
     """
-    meter = pl.col("meter_id").str.strip_chars()
+    # A meter id's text without surrounding spaces, once; empty is no id (no character is no byte).
+    meter = raw.get_column("meter_id").str.strip_chars()
     value = pl.col("energy_value")
     is_missing, value_num = value_columns(raw.get_column("energy_value"))
     unit, factor = unit_columns(raw.get_column("energy_unit"), config.unit_factors)
@@ -80,7 +81,7 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
         value_num,
         unit,
         factor,
-        meter_id_clean=pl.when(meter.str.len_chars() > 0).then(meter),
+        meter_id_clean=pl.when(meter.str.len_bytes() > 0).then(meter),
         reading_ts=parse_timestamp_column(raw.get_column("timestamp"), config.timezone),
     )
     frame = frame.with_columns(
@@ -103,13 +104,18 @@ def validate_readings(raw: pl.DataFrame, config: RulesConfig, day: date | None) 
     # The first reason that applies, as its position in REASONS (a byte per row, not a string):
     # the text is given only to the quarantined rows.
     code = {reason: pl.lit(i, dtype=pl.UInt8) for i, reason in enumerate(REASONS)}
+    # Characters are counted only where some id has more bytes than the limit allows characters
+    # (a character is at least a byte): an id's byte length is in its string view already.
+    longest = meter.str.len_bytes().max()
+    too_long = (
+        pl.col("meter_id").str.len_chars() > config.max_meter_id_length
+        if longest is not None and longest > config.max_meter_id_length
+        else pl.lit(False)
+    )
     reason = (
         pl.when(pl.col("meter_id").is_null())
         .then(code[MISSING_METER_ID])
-        .when(
-            (pl.col("meter_id").str.len_chars() > config.max_meter_id_length)
-            | pl.col("meter_id").str.contains_any(_CONTROL_CHARACTERS)
-        )
+        .when(too_long | pl.col("meter_id").str.contains_any(_CONTROL_CHARACTERS))
         .then(code[INVALID_METER_ID])
         .when(ts.is_null())
         .then(code[INVALID_TIMESTAMP])

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,10 +73,11 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int:
         """The object's length in bytes."""
 
-    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
+    def write(self, key: str, data: bytes, *, durable: bool = True, cached: bool = True) -> None:
         """Atomic: a reader sees the previous object or the new one, never a part. Durable when it
         returns, or (``durable=False``: many small objects, as a day's raw backups) once ``sync``
-        has returned."""
+        has returned. ``cached=False``: the object is written once and seldom read (a raw backup),
+        so a store that can need not keep its bytes in memory (see ``LocalBlobStore``)."""
 
     def sync(self) -> None:
         """Make every write so far durable, those made with ``durable=False`` included."""
@@ -103,6 +106,51 @@ _syncfs = _find_syncfs()
 
 # The name of a temporary file beside its target, before its 12 random hex digits and ".tmp".
 TEMP_PREFIX = ".gs-"
+
+# A durable write of at least this many bytes with ``cached=False`` goes around the page cache
+# (O_DIRECT, Linux): the kernel copies no page of it into fresh page-cache memory, which cost
+# ~0.45 s of system time for a day's 190 MB of raw backups here (~0.14 s direct, with the fsync
+# they have anyway). What is read back soon (staged rows, layers) stays cached.
+DIRECT_MIN_BYTES = 1 << 20
+# O_DIRECT wants the buffer, the length and the file offset aligned to the device's blocks: 4 KiB
+# covers every device here. Bytes go out through a page-aligned buffer of this size per thread.
+_DIRECT_ALIGN = 4096
+_DIRECT_CHUNK = 4 << 20
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_direct_buffers = threading.local()
+
+
+def _direct_buffer() -> mmap.mmap:
+    buffer = getattr(_direct_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _direct_buffers.buffer = mmap.mmap(-1, _DIRECT_CHUNK)
+    return buffer
+
+
+def _write_direct(fd: int, data: bytes) -> None:
+    """``data`` to a file opened with O_DIRECT at offset 0, then cut to its length: each chunk
+    goes through the thread's aligned buffer, the last one padded to the alignment."""
+    buffer = _direct_buffer()
+    view = memoryview(buffer)
+    source = memoryview(data)
+    try:
+        for start in range(0, len(data), _DIRECT_CHUNK):
+            chunk = source[start : start + _DIRECT_CHUNK]
+            buffer[: len(chunk)] = chunk
+            length = -(-len(chunk) // _DIRECT_ALIGN) * _DIRECT_ALIGN
+            if length > len(chunk):
+                buffer[len(chunk) : length] = bytes(length - len(chunk))
+            written = 0
+            while written < length:
+                done = os.write(fd, view[written:length])
+                if done <= 0 or done % _DIRECT_ALIGN:
+                    raise OSError(errno.EIO, f"direct write of {length - written} bytes wrote {done}")
+                written += done
+        if len(data) % _DIRECT_ALIGN:
+            os.ftruncate(fd, len(data))
+    finally:
+        view.release()
+        source.release()
 
 
 class LocalBlobStore:
@@ -181,9 +229,12 @@ class LocalBlobStore:
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
-    def _publish(self, key: str, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
+    def _publish(
+        self, key: str, fill: Callable[[BinaryIO], object], durable: bool = True, direct: bytes | None = None
+    ) -> None:
         """Write through ``fill`` to a temporary file beside the target, then rename it into place
-        (with an fsync first when ``durable``)."""
+        (with an fsync first when ``durable``). ``direct``: the bytes to write around the page
+        cache instead (see ``DIRECT_MIN_BYTES``), through ``fill`` where the file system refuses."""
         path = self._path(key)
         # A name no other writer uses, created exclusively, of a fixed length: a target whose name
         # is near the file system's limit (255 bytes) still has a temporary name. Hidden, so
@@ -204,6 +255,14 @@ class LocalBlobStore:
             except FileExistsError:
                 pass  # another writer's name (48 random bits): draw again
         try:
+            if direct is not None and self._direct(fd):
+                try:
+                    _write_direct(fd, direct)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+                return
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
                 if durable:
@@ -214,8 +273,24 @@ class LocalBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
-        self._publish(key, lambda handle: handle.write(data), durable)
+    def write(self, key: str, data: bytes, *, durable: bool = True, cached: bool = True) -> None:
+        direct = data if durable and not cached and len(data) >= DIRECT_MIN_BYTES else None
+        self._publish(key, lambda handle: handle.write(data), durable, direct)
+
+    @staticmethod
+    def _direct(fd: int) -> bool:
+        """Whether ``fd`` (a new, empty file) now writes around the page cache: False where the
+        platform has no O_DIRECT or the file system refuses it (tmpfs)."""
+        if not _O_DIRECT:
+            return False
+        import fcntl  # POSIX only, as O_DIRECT
+
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
+        except OSError:
+            return False
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT)
 
     def sync(self) -> None:
         """One ``syncfs`` of the folder's file system, where a day of 50,000 per-meter backups

@@ -99,7 +99,11 @@ def write_raw_pack(store: BlobStore, batch: str, files: list[tuple[str, str, byt
     An ingestion of thousands of per-meter files (see ``ingestion.PACK_MIN_FILES``) writes a few
     packs, not 50,000 objects (50,000 PUTs on S3). Written by temporary file and rename, or one
     PUT, like any object."""
-    store.write(raw_pack_key(batch), zip_stored(((_pack_member(c, k), data) for c, k, data in files), when))
+    store.write(
+        raw_pack_key(batch),
+        zip_stored(((_pack_member(c, k), data) for c, k, data in files), when),
+        cached=False,
+    )
 
 
 def _pack_member(checksum: str, source_key: str) -> str:
@@ -382,6 +386,34 @@ def write_parquet(
 ) -> None:
     buffer = io.BytesIO()
     frame.write_parquet(buffer, compression=compression, statistics=statistics)
+    store.write(key, buffer.getvalue())
+
+
+# How the staged rows' columns are encoded: dictionaries for the text (a day repeats its meters,
+# instants, values, units and files), and the line number, nearly always one more than the row
+# before, as deltas (a dictionary of distinct numbers is only overhead).
+STAGED_DELTA_COLUMNS = {"line_number": "DELTA_BINARY_PACKED"}
+
+
+def write_staged(store: BlobStore, key: str, frame: pl.DataFrame) -> None:
+    """A chunk's staged rows for one day, as Parquet (a new object each time: staged files are
+    never rewritten). Uncompressed: validate_day reads a day's staged rows once per slice of
+    meters (nine passes for 4.8M rows), and decompressing every page each time cost more than the
+    passes' own filtering (README, "Benchmarks"). Encoded by pyarrow as ``STAGED_DELTA_COLUMNS``
+    says, for a day's 4.8M rows against polars' own writer: 0.53 against 0.70 s of CPU to write,
+    the nine passes 0.65 against 0.93 s, and 29 against 86 MB (0.15x the CSV)."""
+    import pyarrow.parquet as pq
+
+    delta = {name: encoding for name, encoding in STAGED_DELTA_COLUMNS.items() if name in frame.columns}
+    buffer = io.BytesIO()
+    pq.write_table(
+        frame.to_arrow(compat_level=pl.CompatLevel.newest()),
+        buffer,
+        compression="none",
+        write_statistics=False,
+        use_dictionary=[name for name in frame.columns if name not in delta],
+        column_encoding=delta,
+    )
     store.write(key, buffer.getvalue())
 
 

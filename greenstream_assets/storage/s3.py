@@ -124,8 +124,8 @@ class S3BlobStore:
     def size(self, key: str) -> int:
         return int(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)["ContentLength"])
 
-    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
-        # A PUT that returned is durable: nothing to defer.
+    def write(self, key: str, data: bytes, *, durable: bool = True, cached: bool = True) -> None:
+        # A PUT that returned is durable: nothing to defer, and nothing is cached here.
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data)
 
     def sync(self) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenstream_assets.rules import files
 from greenstream_assets.rules.config import REQUIRED_COLUMNS as REQUIRED
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.files import (
@@ -352,3 +355,12 @@ def test_when_lines_cannot_be_placed_no_row_is_dropped(data: bytes) -> None:
     # is then quarantined as missing_meter_id), and M2 is never lost.
     rows = read_meter_file(data, "f.csv")
     assert rows.get_column("meter_id").to_list() == ["M1", None, "M2"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (2 << 20) + 7])
+@pytest.mark.parametrize("alphabet", [b"\x00\x01\t\n\r\x1f\x7f a,", b"ab,\n", b"\t\r\n"])
+def test_control_bytes_and_line_breaks_are_counted_exactly_across_chunks(size: int, alphabet: bytes) -> None:
+    # Counted by numpy a mebibyte at a time: every byte once, at either side of a chunk's edge.
+    data = bytes(random.Random(size).choices(alphabet, k=size))
+    assert files._control_bytes(data) == len(data) - len(data.translate(None, files._CONTROL))
+    assert files._newlines(data) == data.count(b"\n")

@@ -473,6 +473,10 @@ def test_quarantined_conflicts_keep_each_original_row() -> None:
     [
         ("M" * 128, None),
         ("M" * 129, "invalid_meter_id"),
+        # The limit counts characters, not bytes: 128 two-byte characters are 256 bytes and fine.
+        ("\u00e4" * 128, None),
+        ("\u00e4" * 129, "invalid_meter_id"),
+        ("  " + "M" * 128 + "  ", None),
         ("nul\x00id", "invalid_meter_id"),
         ("tab\tid", "invalid_meter_id"),
         ("del\x7fid", "invalid_meter_id"),

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from greenstream_assets.storage import blobs
 from greenstream_assets.storage.blobs import LocalBlobStore, UnsafeKey, check_key
 
 
@@ -212,3 +213,79 @@ def test_writes_made_without_an_fsync_are_readable_and_synced_at_once(tmp_path):
     store.sync()
     assert store.read("raw/files/a.csv") == b"two"
     assert [o.key for o in store.list()] == ["raw/files/a.csv"]
+
+
+def _direct_writes(monkeypatch) -> list[tuple[int, bool]]:
+    """Records each write around the page cache: (bytes, whether the file had O_DIRECT set)."""
+    import fcntl
+
+    seen: list[tuple[int, bool]] = []
+    write_direct = blobs._write_direct
+
+    def recording(fd: int, data: bytes) -> None:
+        seen.append((len(data), bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)))
+        write_direct(fd, data)
+
+    monkeypatch.setattr(blobs, "_write_direct", recording)
+    return seen
+
+
+def test_uncached_writes_go_around_the_page_cache_byte_for_byte(tmp_path, monkeypatch):
+    seen = _direct_writes(monkeypatch)
+    store = LocalBlobStore(tmp_path)
+    mib = blobs.DIRECT_MIN_BYTES
+    # Around the block alignment (4 KiB), the threshold and the 4 MiB chunk of the buffer.
+    sizes = [0, 1, 4095, mib - 1, mib, mib + 1, mib + 4096, (4 << 20) - 1, 4 << 20, (4 << 20) + 5, 9 << 20]
+    for size in sizes:
+        data = os.urandom(size)
+        store.write(f"raw/{size}.csv", data, cached=False)
+        assert store.read(f"raw/{size}.csv") == data
+        assert (tmp_path / "raw" / f"{size}.csv").stat().st_size == size
+    assert seen == [(size, True) for size in sizes if size >= mib]
+    # Cached (the default) or not durable (synced later, all at once): through the page cache.
+    store.write("layers/a.parquet", os.urandom(2 * mib))
+    store.write("raw/small-later.csv", os.urandom(2 * mib), durable=False, cached=False)
+    assert len(seen) == len([size for size in sizes if size >= mib])
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(
+        [f"{size}.csv" for size in sizes] + ["small-later.csv"]
+    )
+
+
+def test_an_uncached_write_that_fails_part_way_leaves_the_previous_object(tmp_path, monkeypatch):
+    store = LocalBlobStore(tmp_path)
+    store.write("raw/big.csv", b"old version", cached=False)
+    writes = []
+    real_write = os.write
+
+    def failing(fd, data):
+        writes.append(len(data))
+        if len(writes) == 2:  # the second 4 MiB chunk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(OSError, match="No space left"):
+        store.write("raw/big.csv", os.urandom(9 << 20), cached=False)
+    monkeypatch.undo()
+    assert writes == [4 << 20, 4 << 20]
+    assert store.read("raw/big.csv") == b"old version"
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["big.csv"]
+
+
+def test_an_uncached_write_is_written_as_usual_where_the_file_system_refuses_o_direct(tmp_path, monkeypatch):
+    import fcntl
+
+    seen = _direct_writes(monkeypatch)
+    real_fcntl = fcntl.fcntl
+
+    def refusing(fd, cmd, *args):
+        if cmd == fcntl.F_SETFL and args and args[0] & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, *args)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing)
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(3 << 20)
+    store.write("raw/big.csv", data, cached=False)
+    assert store.read("raw/big.csv") == data
+    assert seen == []

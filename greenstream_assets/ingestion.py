@@ -9,6 +9,7 @@ option A).
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -288,7 +289,14 @@ def ingest_new_files(
     chunks = _chunks(todo, chunk_bytes)
     packs: list[Future] = []
     workers = max_workers or max(landing.io_workers, lake_store.io_workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # A chunk's staged files are encoded and written on threads of their own while the next chunk
+    # is split (two chunks behind at most): encoding them on this thread kept the fetching threads
+    # waiting, and one thread of its own could not keep up with them.
+    staging: deque[Future] = deque()
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=STAGING_WRITERS, thread_name_prefix="staging") as writers,
+    ):
         # The next chunk's files are fetched and parsed while this one is split and staged: two
         # chunks in flight at most, so memory stays bounded and the cores stay busy.
         ahead = [pool.submit(fetch, obj) for obj in chunks[0]]
@@ -352,9 +360,14 @@ def ingest_new_files(
             simple_frames = _read_simple(simple)
             if not frames and not simple_frames:
                 continue
-            rows = pl.concat([*frames, *simple_frames])
-            report.rows_staged += rows.height
-            one_day = _single_day(rows.get_column("timestamp"), config, now.date())
+            parts = [*frames, *simple_frames]
+            report.rows_staged += sum(part.height for part in parts)
+            # The parts are staged as they are, a Parquet row group each: concatenated, the chunk
+            # was copied whole (its text columns' buffers) only to be written out.
+            timestamps = pl.concat([part.get_column("timestamp") for part in parts], rechunk=False)
+            one_day = _single_day(timestamps, config, now.date())
+            del timestamps
+            by_day: dict[tuple[date], list[pl.DataFrame]]
             if one_day is not None:
                 # The usual chunk: every row on one day. A large file's frame is that file's rows;
                 # only the small files parsed together are counted per file.
@@ -362,24 +375,29 @@ def ingest_new_files(
                 if simple_frames:
                     together = pl.concat(simple_frames).group_by("source_file").len()
                     counts += [(key, one_day, n) for key, n in together.iter_rows()]
-                by_day = {(one_day,): rows}
+                by_day = {(one_day,): parts}
             else:
-                rows = _assign_days(rows, config, now.date())
+                rows = _assign_days(pl.concat(parts), config, now.date())
                 counts = rows.group_by("source_file", "day").len().iter_rows()
                 chunk_days = rows.get_column("day").unique()
                 if chunk_days.len() == 1:  # rows without a usable day of their own, gone to it
-                    by_day = {(chunk_days.item(),): rows.drop("day")}
+                    by_day = {(chunk_days.item(),): [rows.drop("day")]}
                 else:
-                    by_day = rows.partition_by("day", as_dict=True, include_key=False)
-            del rows, frames, simple_frames
+                    by_day = {
+                        key: [part]
+                        for key, part in rows.partition_by("day", as_dict=True, include_key=False).items()
+                    }
+                del rows
+            del parts, frames, simple_frames
             for key, day, n in counts:
                 ledger_rows.append({**bases[key], "status": "staged", "reason": None, "day": day, "rows": n})
-            for (day,), day_rows in by_day.items():
-                lake.write_staged(lake_store, lake.staging_key(day, part), day_rows)
-                days.add(day)
+            staging.append(writers.submit(_write_staged, lake_store, part, by_day))
+            while len(staging) > STAGING_WRITERS:
+                staging.popleft().result()
+            days.update(day for (day,) in by_day)
             del by_day
-        for pack in packs:
-            pack.result()
+        for written in (*staging, *packs):
+            written.result()
 
     # A changed file also changes the days its previous content had rows on.
     days |= set(
@@ -410,6 +428,15 @@ def ingest_new_files(
         },
     )
     return report
+
+
+# Threads that encode and write staged chunks, and chunks waiting for them at most.
+STAGING_WRITERS = 2
+
+
+def _write_staged(lake_store: BlobStore, part: str, by_day: dict[tuple[date], list[pl.DataFrame]]) -> None:
+    for (day,), day_parts in by_day.items():
+        lake.write_staged(lake_store, lake.staging_key(day, part), day_parts)
 
 
 def _batch_name(key: str, prefix: str, suffix: str) -> str:

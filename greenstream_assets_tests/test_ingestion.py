@@ -1,12 +1,15 @@
 """Ingestion: plain files parsed a chunk at a time stage exactly what file-by-file parsing stages."""
 
+import errno
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from greenstream_assets import ingestion
 from greenstream_assets.rules.config import RulesConfig
@@ -349,14 +352,19 @@ def test_a_day_is_done_once_its_four_last_steps_recorded_its_files_and_an_older_
 
 
 class ThreadCounts:
-    """ThreadPoolExecutor standing in for ingestion's, recording how many workers it was given."""
+    """ThreadPoolExecutor standing in for ingestion's, recording how many workers each pool was
+    given: the fetching pool's, and the staging writers' (named)."""
 
     def __init__(self) -> None:
         self.workers: list[int] = []
+        self.named: dict[str, int] = {}
 
-    def __call__(self, max_workers: int):
-        self.workers.append(max_workers)
-        return ThreadPoolExecutor(max_workers=max_workers)
+    def __call__(self, max_workers: int, thread_name_prefix: str = ""):
+        if thread_name_prefix:
+            self.named[thread_name_prefix] = max_workers
+        else:
+            self.workers.append(max_workers)
+        return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
 
 
 class RemoteLake(LocalBlobStore):
@@ -381,6 +389,7 @@ def test_files_are_fetched_on_the_threads_the_busier_store_asks_for(tmp_path, mo
         report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, max_workers=workers)
         assert report.rows_staged == 2
     assert counts.workers == [4, 16, 7]
+    assert counts.named == {"staging": ingestion.STAGING_WRITERS}
     assert (LocalBlobStore.io_workers, S3BlobStore.io_workers) == (4, 16)
 
 
@@ -607,3 +616,44 @@ def test_a_chunk_with_rows_of_two_days_is_staged_per_day_with_each_files_counts(
         ("two-days.csv", 3),
         ("two-days.csv", 4),
     ]
+
+
+def test_a_staged_write_that_fails_fails_the_ingestion_before_the_ledger_and_a_rerun_stages_all(
+    tmp_path, monkeypatch
+):
+    # Staged chunks are written on threads of their own, chunks behind: a failure there still
+    # fails the run before any ledger row names a file, and the next run stages every file.
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    for key, text in FILES.items():
+        landing.write(key, text.encode())
+    chunk = len(FILES["a.csv"])  # a chunk a file
+    real = lake.write_staged
+    calls = []
+
+    def failing(store, key, parts):
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "disk went away")
+        real(store, key, parts)
+
+    monkeypatch.setattr(lake, "write_staged", failing)
+    with pytest.raises(OSError, match="disk went away"):
+        ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
+    assert list(lake_store.list(lake.LEDGER_FILES)) == []
+    assert len(calls) >= 2
+    monkeypatch.undo()
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW, chunk_bytes=chunk)
+    clean = ingestion.ingest_new_files(
+        LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "clean"), RulesConfig(), now=NOW
+    )
+    assert (report.files_staged, report.rows_staged) == (clean.files_staged, clean.rows_staged)
+    ledger = ingestion.load_ledger(lake_store)
+    for day in report.affected_days:
+        assert_frame_equal(
+            ingestion.load_day_rows(lake_store, ledger, day).sort("source_file", "line_number"),
+            ingestion.load_day_rows(
+                LocalBlobStore(tmp_path / "clean"),
+                ingestion.load_ledger(LocalBlobStore(tmp_path / "clean")),
+                day,
+            ).sort("source_file", "line_number"),
+        )

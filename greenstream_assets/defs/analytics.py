@@ -136,7 +136,7 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
                 # Of the previous day, only the hours of the local day and a short gap's reach.
                 vee.history_window(local_day, config),
             )
-            return vee.estimate(part, history, config, local_day)
+            return vee.estimate_coded(part, history, config, local_day)
 
         def outputs(estimated: pl.DataFrame) -> None:
             if feature:
@@ -155,7 +155,8 @@ def estimate_and_report(context: dg.AssetExecutionContext, storage: StorageResou
         made = stack.enter_context(lake.OneBehind("outputs"))
         for estimated in grids:
             if estimate:
-                grid_out.write(estimated)
+                # Stored as text; the codes stay an enum (vee.QUALITY_ENUM) for the outputs below.
+                grid_out.write(estimated.with_columns(pl.col("quality_code").cast(pl.String)))
                 for code, n in estimated.group_by("quality_code").len().iter_rows():
                     codes[code] = codes.get(code, 0) + n
                 complete_parts.append(vee.completeness_from_estimate(estimated, local_day, config))

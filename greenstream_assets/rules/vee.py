@@ -62,6 +62,12 @@ ESTIMATE_SCHEMA = {
     "value_kw": pl.Float64,
     "quality_code": pl.String,
 }
+# A quality code in memory: its text, stored as a byte. The reports and features made from a grid
+# compare it several times over 4.8M rows (~0.03 s each as text, ~0.001 s as an enum).
+QUALITY_ENUM = pl.Enum(QUALITY_CODES)
+ESTIMATE_CODED_SCHEMA = {**ESTIMATE_SCHEMA, "quality_code": QUALITY_ENUM}
+
+
 # What estimate() and completeness() read of the day's flagged readings.
 READING_COLUMNS = ("meter_id", "reading_ts", "energy_kw", "is_missing", "is_anomaly", "is_faulty")
 _KNOWN_SCHEMA = {
@@ -288,12 +294,20 @@ def _history_means(known: pl.DataFrame, day: date, config: RulesConfig) -> pl.Da
 def estimate(
     readings: pl.DataFrame, history: pl.DataFrame | None, config: RulesConfig, day: date
 ) -> pl.DataFrame:
+    """``estimate_coded`` with ``quality_code`` as text: the frame ``ESTIMATE_SCHEMA`` describes."""
+    return estimate_coded(readings, history, config, day).cast(ESTIMATE_SCHEMA)
+
+
+def estimate_coded(
+    readings: pl.DataFrame, history: pl.DataFrame | None, config: RulesConfig, day: date
+) -> pl.DataFrame:
     """The full interval grid of the local ``day`` for every meter in ``readings``, gaps estimated.
 
     ``readings``: the day's flagged readings (``meter_id``, ``reading_ts``, ``energy_kw``,
     ``is_missing``; ``is_anomaly``/``is_faulty`` default to False). ``history``: a frame like it
     from earlier days (the previous ``history_weeks`` weeks, and the previous day's tail for gaps
-    crossing midnight), or None. Columns as in ``ESTIMATE_SCHEMA``: ``energy_kw`` is what the meter
+    crossing midnight), or None. Columns as in ``ESTIMATE_CODED_SCHEMA`` (``ESTIMATE_SCHEMA`` with
+    ``quality_code`` an enum of ``QUALITY_CODES``): ``energy_kw`` is what the meter
     sent (null in gaps), ``estimated_kw`` the estimate (null where the meter sent a value),
     ``value_kw`` the one of the two to use, ``quality_code`` one of ``QUALITY_CODES``.
     """
@@ -352,7 +366,7 @@ def estimate(
         pl.Int64
     )
     ts = pl.col("reading_ts")
-    codes = pl.Series(QUALITY_CODES, dtype=pl.String)
+    codes = pl.Series(QUALITY_CODES, dtype=QUALITY_ENUM)
     day_grid = grid.filter((ts >= start) & (ts < end))
     estimated_kw = pl.repeat(None, day_grid.height, dtype=pl.Float64, eager=True).scatter(
         at, estimates.get_column("estimated_kw")
@@ -369,7 +383,7 @@ def estimate(
             quality_code=pl.lit(codes).gather(code),
         )
         # Already in (meter_id, reading_ts) order: the grid's.
-        .cast(ESTIMATE_SCHEMA)
+        .cast(ESTIMATE_CODED_SCHEMA)
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from greenstream_assets.definitions import build_definitions
 from greenstream_assets.defs.jobs import daily_job
 from greenstream_assets.defs.resources import RulesResource
+from greenstream_assets.rules import vee
 from greenstream_assets.runner import run_landing_zone
 from greenstream_assets.storage import lake
 from greenstream_assets_tests.conftest import csv
@@ -84,6 +85,8 @@ def test_reports_registry_vee_features_and_quality(platform):
     # Rule 5 across midnight: Tuesday's nine zeros continue Monday's run from 18:00 (8 hours), so
     # they are faulty, and Tuesday lists the meter with the run's start on Monday.
     assert codes.rows() == [("actual", 183), ("faulty", 9)]
+    # The codes are an enum while the step works (vee.QUALITY_ENUM) and text in the file.
+    assert lake.read_parquet(platform.lake, lake.estimated_key(TUE)).schema == pl.Schema(vee.ESTIMATE_SCHEMA)
     assert platform.query(
         "SELECT reading_date, meter_id, start_ts, end_ts, readings FROM faulty_meters ORDER BY reading_date"
     ).rows() == [(TUE, "M1", datetime(2024, 3, 4, 18, tzinfo=UTC), datetime(2024, 3, 5, 2, tzinfo=UTC), 33)]

@@ -503,3 +503,21 @@ def test_the_days_whose_archives_the_estimate_reads() -> None:
         date(2024, 2, 27),
         date(2024, 2, 26),
     ]
+
+
+def test_the_coded_estimate_is_the_estimate_with_its_codes_as_an_enum() -> None:
+    at = datetime.combine(DAY, datetime.min.time(), UTC)
+    readings = readings_frame(
+        [
+            ("m1", at, 1.0, False, False),
+            ("m1", at + timedelta(hours=1), 3.0, False, False),
+            ("m2", at + timedelta(hours=5), None, True, False),
+        ]
+    )
+    config = RulesConfig(timezone="UTC")
+    coded = vee.estimate_coded(readings, None, config, DAY)
+    text = vee.estimate(readings, None, config, DAY)
+    assert coded.schema == pl.Schema(vee.ESTIMATE_CODED_SCHEMA)
+    assert text.schema == pl.Schema(vee.ESTIMATE_SCHEMA)
+    assert_frame_equal(coded.with_columns(pl.col("quality_code").cast(pl.String)), text)
+    assert set(text.get_column("quality_code")) == {"actual", "estimated_linear", "missing"}

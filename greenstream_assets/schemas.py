@@ -12,6 +12,8 @@ import operator
 import pandera.polars as pa
 import polars as pl
 
+from greenstream_assets.rules.duplicates import repeated_values
+
 UTC_TS = pl.Datetime(time_unit="us", time_zone="UTC")
 UNIQUE = "multiple_fields_uniqueness"
 
@@ -26,7 +28,7 @@ def unique_keys(frame: pl.LazyFrame, columns: list[str]) -> pl.LazyFrame:
     hashed = functools.reduce(
         operator.xor, (pl.col(name).hash(seed=20240304 + i) for i, name in enumerate(columns))
     )
-    if keys.select(hashed.n_unique()).item() == keys.height:
+    if len(repeated_values(keys.select(hashed).to_series())) == 0:
         return pl.LazyFrame({UNIQUE: pl.repeat(True, keys.height, eager=True)})
     return pl.LazyFrame({UNIQUE: ~keys.is_duplicated()})
 

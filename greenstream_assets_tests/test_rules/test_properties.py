@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenstream_assets.rules.config import RulesConfig
+from greenstream_assets.rules.duplicates import repeated_values
 from greenstream_assets.rules.flagging import flag_readings
 from greenstream_assets.rules.validation import CLEANSED_SCHEMA, REASONS, validate_readings
 
@@ -115,3 +116,15 @@ def test_validation_invariants(rows, config: RulesConfig, day: date | None) -> N
         kw is not None and kw > config.max_kw for kw in cleansed.get_column("energy_kw").to_list()
     ]
     assert periods.filter(pl.col("end_ts") < pl.col("start_ts")).height == 0
+
+
+@given(
+    st.lists(
+        st.integers(min_value=0, max_value=2**64 - 1) | st.integers(min_value=0, max_value=5), max_size=60
+    )
+)
+def test_repeated_values_are_the_values_seen_more_than_once(values: list[int]) -> None:
+    # What mark_duplicates and the uniqueness checks build on (numpy's sort, not polars').
+    series = pl.Series(values, dtype=pl.UInt64)
+    expected = sorted(v for v in set(values) if values.count(v) > 1)
+    assert repeated_values(series).tolist() == expected

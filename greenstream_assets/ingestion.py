@@ -61,6 +61,7 @@ class _Fetched:
     parsed: str | pl.DataFrame | Exception | None
     backup: str | None = None  # the lake object now holding a staged file's bytes
     data: bytes | None = None  # the bytes of a staged file that goes into its chunk's pack
+    stamps: pl.Series | None = None  # the distinct timestamps of parsed rows (see ``_single_day``)
 
 
 @dataclass
@@ -272,15 +273,20 @@ def ingest_new_files(
         if isinstance(parsed, Exception):
             _fail_file(lake_store, obj.key, data, checksum, _failure_reason(obj, parsed), str(parsed), now)
             return _Fetched(obj, len(data), checksum, parsed)
+        # Parsed rows' distinct timestamps, here on this worker thread (a day's file holds a few
+        # hundred among 200,000 rows): the chunk's day is then found from those alone.
+        stamps = parsed.get_column("timestamp").unique() if isinstance(parsed, pl.DataFrame) else None
         if pack_small and len(data) <= SMALL_FILE_BYTES:
-            return _Fetched(obj, len(data), checksum, parsed, data=data)  # into its chunk's pack
+            return _Fetched(
+                obj, len(data), checksum, parsed, data=data, stamps=stamps
+            )  # into its chunk's pack
         backup = lake.raw_backup_key(checksum, obj.key)
         # A small file is made durable with the others at once, before the ledger names it
         # (``lake_store.sync``: an fsync each would wait for a journal commit each); a large one
         # here, on this worker thread, while the other threads parse (a sync of the day's 190 MB
         # at the end would wait for all of it after the parsing).
         lake_store.write(backup, data, durable=len(data) > SMALL_FILE_BYTES, cached=False)
-        return _Fetched(obj, len(data), checksum, parsed, backup)
+        return _Fetched(obj, len(data), checksum, parsed, backup, stamps=stamps)
 
     ledger_rows: list[dict] = []
     unchanged: list[pl.DataFrame] = []
@@ -307,6 +313,7 @@ def ingest_new_files(
             )
             part = f"{batch}-{number:04d}"
             frames: list[pl.DataFrame] = []
+            stamps: list[pl.Series] = []
             simple: list[tuple[str, str]] = []
             bases: dict[str, dict] = {}
             to_pack: list[tuple[str, str, bytes]] = []
@@ -346,6 +353,8 @@ def ingest_new_files(
                     simple.append((parsed, obj.key))
                 else:
                     frames.append(parsed)
+                    assert fetched_file.stamps is not None
+                    stamps.append(fetched_file.stamps)
                 if fetched_file.data is not None:
                     assert checksum is not None
                     base["backup"] = lake.raw_pack_key(part)
@@ -362,11 +371,9 @@ def ingest_new_files(
                 continue
             parts = [*frames, *simple_frames]
             report.rows_staged += sum(part.height for part in parts)
-            # The parts are staged as they are, a Parquet row group each: concatenated, the chunk
-            # was copied whole (its text columns' buffers) only to be written out.
-            timestamps = pl.concat([part.get_column("timestamp") for part in parts], rechunk=False)
-            one_day = _single_day(timestamps, config, now.date())
-            del timestamps
+            stamps += [frame.get_column("timestamp").unique() for frame in simple_frames]
+            one_day = _single_day(pl.concat(stamps), config, now.date())
+            del stamps
             by_day: dict[tuple[date], list[pl.DataFrame]]
             if one_day is not None:
                 # The usual chunk: every row on one day. A large file's frame is that file's rows;

@@ -188,17 +188,22 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
 
                 # A slice of meters at a time (see lake.meter_slice): a meter's rows, and so its
                 # duplicates and stuck runs, always share a slice. Two slices at once (lake.mapped).
-                def rules_of(raw: pl.DataFrame) -> tuple[pl.DataFrame, Any, Any]:
+                def rules_of(raw: pl.DataFrame) -> tuple[pl.DataFrame, Any, Any, dict[str, int]]:
                     if not validate:
-                        return raw, None, None
+                        return raw, None, None, {}
                     result = validate_readings(raw, config, day)
                     return (
                         raw,
                         result,
                         flag_readings(result.cleansed, config, earlier) if flag_inline else None,
+                        result.reason_counts(),
                     )
 
-                for raw, result, flagged in stack.enter_context(lake.mapped(rules_of, raw_slices)):
+                # The quarantine's JSON is written on a thread of its own (closed before the
+                # quarantine is published: last in, first out).
+                quarantining = stack.enter_context(lake.OneBehind("quarantine"))
+                mapped = stack.enter_context(lake.mapped(rules_of, raw_slices))
+                for raw, result, flagged, reason_counts in mapped:
                     raw_rows += raw.height
                     if raw_check is not None:
                         raw_check.add(raw)
@@ -206,7 +211,7 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                         continue
                     assert cleansed_out is not None and quarantined_out is not None
                     cleansed_out.write(result.cleansed)
-                    quarantined_out.write(result.quarantined)
+                    quarantining.submit(quarantined_out.write, result.quarantined)
                     if cleansed_check is not None:
                         cleansed_check.add(result.cleansed)
                     kept_rows += result.cleansed.height
@@ -214,7 +219,7 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                     stats["rows_in"] += result.rows_in
                     stats["rows_collapsed"] += result.collapsed_rows
                     stats["missing"] += int(result.cleansed.get_column("is_missing").sum())
-                    for reason, n in result.reason_counts().items():
+                    for reason, n in reason_counts.items():
                         counts[reason] += n
                     kept_head.add(result.cleansed)
                     quarantined_head.add(result.quarantined)

@@ -103,6 +103,15 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
             if keep
             else None
         )
+        # The metadata's counts are made on a thread of their own while the slice is loaded (the
+        # meters' distinct count hashes every id: ~0.13 s a day this thread spent outside DuckDB).
+        counting = stack.enter_context(lake.OneBehind("load-counts"))
+
+        def count(part: pl.DataFrame) -> None:
+            totals["missing"] += int(part.get_column("is_missing").sum())
+            totals["anomalies"] += int(part.get_column("is_anomaly").sum())
+            totals["meters"] += part.get_column("meter_id").n_unique()
+            head.add(part)
 
         def rows() -> Iterator[pl.DataFrame]:
             # A slice of meters at a time: archived, loaded in the one transaction and validated.
@@ -113,10 +122,7 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
                     archive.write(part.drop("reading_date"))
                 if load:
                     check.add(part)
-                    totals["missing"] += int(part.get_column("is_missing").sum())
-                    totals["anomalies"] += int(part.get_column("is_anomaly").sum())
-                    totals["meters"] += part.get_column("meter_id").n_unique()
-                    head.add(part)
+                    counting.submit(count, part)
                 yield part
 
         if load:
@@ -124,6 +130,7 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
         else:
             for _ in rows():
                 pass
+        counting.close()
     if load:
         yield dg.MaterializeResult(
             asset_key=TABLE,

@@ -303,8 +303,8 @@ def ingest_new_files(
         ThreadPoolExecutor(max_workers=workers) as pool,
         ThreadPoolExecutor(max_workers=STAGING_WRITERS, thread_name_prefix="staging") as writers,
     ):
-        # The next chunk's files are fetched and parsed while this one is split and staged: two
-        # chunks in flight at most, so memory stays bounded and the cores stay busy.
+        # The next chunk's files are fetched and parsed while this one is split and the two before
+        # it are staged: four chunks in memory at most, so memory stays bounded and the cores busy.
         ahead = [pool.submit(fetch, obj) for obj in chunks[0]]
         for number in range(len(chunks)):
             fetched = ahead

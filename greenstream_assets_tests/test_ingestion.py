@@ -574,13 +574,16 @@ def test_a_chunk_of_one_day_is_found_from_its_distinct_timestamps_as_row_by_row(
         {"timestamp": stamps, "source_file": ["f.csv"] * len(stamps)},
         schema={"timestamp": pl.String, "source_file": pl.String},
     )
-    own = rows.select(
-        ingestion._usable_day(
-            ingestion.parse_timestamp_column(rows.get_column("timestamp"), config.timezone),
-            config,
-            NOW.date(),
-        )
-    ).to_series()
+    # Each row's own day, worked out here as the rule states it: the UTC date of its instant, when
+    # that is between the earliest day and the day after the ingestion.
+    parsed = ingestion.parse_timestamp_column(rows.get_column("timestamp"), config.timezone)
+    own = pl.Series(
+        [
+            ts.date() if ts is not None and config.earliest_day <= ts.date() <= date(2024, 3, 6) else None
+            for ts in parsed.to_list()
+        ],
+        dtype=pl.Date,
+    )
     expected = own[0] if own.null_count() == 0 and own.n_unique() == 1 else None
     assert ingestion._single_day(rows.get_column("timestamp"), config, NOW.date()) == expected
     if expected is not None:
@@ -657,3 +660,31 @@ def test_a_staged_write_that_fails_fails_the_ingestion_before_the_ledger_and_a_r
                 day,
             ).sort("source_file", "line_number"),
         )
+
+
+def test_a_chunk_of_one_day_mixing_a_large_file_and_small_files_counts_each_files_rows(tmp_path, monkeypatch):
+    # The one-day path: the large file's rows are its frame's, the small files' are counted apart.
+    landing, lake_store = LocalBlobStore(tmp_path / "landing"), LocalBlobStore(tmp_path / "lake")
+    header = "meter_id,timestamp,energy_value,energy_unit\n"
+    big = header + "".join(f"M{i},2024-03-04T{i % 24:02d}:00:00Z,1,kW\n" for i in range(300))
+    landing.write("big.csv", big.encode())
+    landing.write("s1.csv", (header + "m1,2024-03-04T08:00:00Z,1,kW\n").encode())
+    landing.write(
+        "s2.csv", (header + "m2,2024-03-04T08:00:00Z,1,kW\nm3,2024-03-04T09:00:00Z,2,kW\n").encode()
+    )
+    monkeypatch.setattr(ingestion, "SMALL_FILE_BYTES", len(big) - 1)  # big.csv is parsed alone
+    report = ingestion.ingest_new_files(landing, lake_store, RulesConfig(), now=NOW)
+    assert report.rows_staged == 303 and report.affected_days == [date(2024, 3, 4)]
+    ledger = ingestion.load_ledger(lake_store).sort("key")
+    assert ledger.select("key", "day", "rows").rows() == [
+        ("big.csv", date(2024, 3, 4), 300),
+        ("s1.csv", date(2024, 3, 4), 1),
+        ("s2.csv", date(2024, 3, 4), 2),
+    ]
+    assert len(list(lake_store.list("staging/"))) == 1
+    staged = ingestion.load_day_rows(lake_store, ledger, date(2024, 3, 4))
+    assert staged.group_by("source_file").len().sort("source_file").rows() == [
+        ("big.csv", 300),
+        ("s1.csv", 1),
+        ("s2.csv", 2),
+    ]

@@ -225,6 +225,9 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                     quarantined_head.add(result.quarantined)
                     if flagged is not None:
                         flagged_slice(*flagged)
+                # The last slice's quarantine written (or its error raised) before anything that
+                # follows from the validation, the raw manifest first.
+                quarantining.close()
             if not validate and ((flag and not flag_inline) or check_cleansed or check_conserved):
                 # flagged_anomalies or cleansed_readings' checks alone: from the cleansed layer as
                 # last published.

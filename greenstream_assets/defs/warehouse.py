@@ -124,6 +124,8 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
                     check.add(part)
                     counting.submit(count, part)
                 yield part
+            # The last slice counted (or its error raised) inside the table's transaction.
+            counting.wait()
 
         if load:
             stored = warehouse.replace_day("meter_readings", day, rows())

@@ -127,9 +127,11 @@ def _direct_buffer() -> mmap.mmap:
     return buffer
 
 
-def _write_direct(fd: int, data: bytes) -> None:
+def _write_direct(fd: int, data: bytes) -> bool:
     """``data`` to a file opened with O_DIRECT at offset 0, then cut to its length: each chunk
-    goes through the thread's aligned buffer, the last one padded to the alignment."""
+    goes through the thread's aligned buffer, the last one padded to the alignment. False, with
+    nothing written, when the file system refuses the first write (EINVAL: it wants another
+    alignment, as some FUSE and network file systems do)."""
     buffer = _direct_buffer()
     view = memoryview(buffer)
     source = memoryview(data)
@@ -142,15 +144,36 @@ def _write_direct(fd: int, data: bytes) -> None:
                 buffer[len(chunk) : length] = bytes(length - len(chunk))
             written = 0
             while written < length:
-                done = os.write(fd, view[written:length])
+                try:
+                    done = os.write(fd, view[written:length])
+                except OSError as err:
+                    if err.errno == errno.EINVAL and start == 0 and written == 0:
+                        return False
+                    raise
                 if done <= 0 or done % _DIRECT_ALIGN:
                     raise OSError(errno.EIO, f"direct write of {length - written} bytes wrote {done}")
                 written += done
         if len(data) % _DIRECT_ALIGN:
             os.ftruncate(fd, len(data))
+        return True
     finally:
         view.release()
         source.release()
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn O_DIRECT on or off for ``fd``; whether it is now as asked (False where the platform
+    has no O_DIRECT, or the file system refuses it)."""
+    if not _O_DIRECT:
+        return not on
+    import fcntl  # POSIX only, as O_DIRECT
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT) == on
+    except OSError:
+        return False
 
 
 class LocalBlobStore:
@@ -255,9 +278,16 @@ class LocalBlobStore:
             except FileExistsError:
                 pass  # another writer's name (48 random bits): draw again
         try:
-            if direct is not None and self._direct(fd):
+            if direct is not None and _set_direct(fd, True):
                 try:
-                    _write_direct(fd, direct)
+                    if not _write_direct(fd, direct):
+                        # Refused after all: written as any other (nothing was written yet).
+                        if not _set_direct(fd, False):
+                            raise OSError(errno.EIO, f"cannot turn O_DIRECT off for {tmp}")
+                        os.ftruncate(fd, 0)
+                        os.lseek(fd, 0, os.SEEK_SET)
+                        with os.fdopen(fd, "wb", closefd=False) as handle:
+                            handle.write(direct)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -276,21 +306,6 @@ class LocalBlobStore:
     def write(self, key: str, data: bytes, *, durable: bool = True, cached: bool = True) -> None:
         direct = data if durable and not cached and len(data) >= DIRECT_MIN_BYTES else None
         self._publish(key, lambda handle: handle.write(data), durable, direct)
-
-    @staticmethod
-    def _direct(fd: int) -> bool:
-        """Whether ``fd`` (a new, empty file) now writes around the page cache: False where the
-        platform has no O_DIRECT or the file system refuses it (tmpfs)."""
-        if not _O_DIRECT:
-            return False
-        import fcntl  # POSIX only, as O_DIRECT
-
-        try:
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
-        except OSError:
-            return False
-        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT)
 
     def sync(self) -> None:
         """One ``syncfs`` of the folder's file system, where a day of 50,000 per-meter backups

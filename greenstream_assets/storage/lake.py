@@ -397,7 +397,8 @@ STAGED_DELTA_COLUMNS = {"line_number": "DELTA_BINARY_PACKED"}
 
 def write_staged(store: BlobStore, key: str, parts: list[pl.DataFrame]) -> None:
     """A chunk's staged rows for one day (``parts`` of the same columns, one after the other, in
-    one Parquet row group: one dictionary per column, not one per part), as Parquet: a new object
+    one Parquet row group, pyarrow's limit of 1,048,576 rows allowing: one dictionary per column,
+    not one per part), as Parquet: a new object
     each time, staged files are never rewritten. Uncompressed:
     validate_day reads a day's staged rows once per slice of meters (nine passes for 4.8M rows),
     and decompressing every page each time cost more than the passes' own filtering (README,

@@ -222,9 +222,9 @@ def _direct_writes(monkeypatch) -> list[tuple[int, bool]]:
     seen: list[tuple[int, bool]] = []
     write_direct = blobs._write_direct
 
-    def recording(fd: int, data: bytes) -> None:
+    def recording(fd: int, data: bytes) -> bool:
         seen.append((len(data), bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)))
-        write_direct(fd, data)
+        return write_direct(fd, data)
 
     monkeypatch.setattr(blobs, "_write_direct", recording)
     return seen
@@ -289,3 +289,26 @@ def test_an_uncached_write_is_written_as_usual_where_the_file_system_refuses_o_d
     store.write("raw/big.csv", data, cached=False)
     assert store.read("raw/big.csv") == data
     assert seen == []
+
+
+def test_an_uncached_write_refused_at_its_first_direct_write_is_written_as_usual(tmp_path, monkeypatch):
+    # A file system that takes the O_DIRECT flag but wants another alignment (EINVAL on write).
+    import fcntl
+
+    real_write = os.write
+    refused = []
+
+    def picky(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", picky)
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom((5 << 20) + 3)
+    store.write("raw/big.csv", data, cached=False)
+    monkeypatch.undo()
+    assert refused == [4 << 20]
+    assert store.read("raw/big.csv") == data
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["big.csv"]

@@ -144,9 +144,9 @@ def unseen_objects(landing: BlobStore, ledger: pl.DataFrame) -> list[ObjectInfo]
     return [obj for obj in landing.list() if latest.get(obj.key) != obj.version]
 
 
-def _usable_day(ts: pl.Series | pl.Expr, config: RulesConfig, arrival: date) -> pl.Expr:
+def _usable_day(ts: pl.Expr, config: RulesConfig, arrival: date) -> pl.Expr:
     """The UTC day of an instant where it is a day the rows can be staged for, else null."""
-    day = utc_day(ts) if isinstance(ts, pl.Expr) else utc_day(pl.lit(ts))
+    day = utc_day(ts)
     return pl.when(day.is_between(pl.lit(config.earliest_day), pl.lit(arrival + timedelta(days=1)))).then(day)
 
 
@@ -166,7 +166,7 @@ def _assign_days(rows: pl.DataFrame, config: RulesConfig, arrival: date) -> pl.D
     day (or the arrival day) so that they are quarantined and reviewed with the file's other rows.
     """
     ts = parse_timestamp_column(rows.get_column("timestamp"), config.timezone)
-    rows = rows.with_columns(day=_usable_day(ts, config, arrival))
+    rows = rows.with_columns(day=_usable_day(pl.lit(ts), config, arrival))
     if rows.get_column("day").null_count() == 0:  # the usual case: no window over the files
         return rows
     return rows.with_columns(
@@ -277,9 +277,8 @@ def ingest_new_files(
         # hundred among 200,000 rows): the chunk's day is then found from those alone.
         stamps = parsed.get_column("timestamp").unique() if isinstance(parsed, pl.DataFrame) else None
         if pack_small and len(data) <= SMALL_FILE_BYTES:
-            return _Fetched(
-                obj, len(data), checksum, parsed, data=data, stamps=stamps
-            )  # into its chunk's pack
+            # Into its chunk's pack.
+            return _Fetched(obj, len(data), checksum, parsed, data=data, stamps=stamps)
         backup = lake.raw_backup_key(checksum, obj.key)
         # A small file is made durable with the others at once, before the ledger names it
         # (``lake_store.sync``: an fsync each would wait for a journal commit each); a large one

@@ -287,7 +287,7 @@ class LocalBlobStore:
                         os.ftruncate(fd, 0)
                         os.lseek(fd, 0, os.SEEK_SET)
                         with os.fdopen(fd, "wb", closefd=False) as handle:
-                            handle.write(direct)
+                            fill(handle)
                     os.fsync(fd)
                 finally:
                     os.close(fd)

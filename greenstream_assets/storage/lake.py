@@ -398,9 +398,8 @@ STAGED_DELTA_COLUMNS = {"line_number": "DELTA_BINARY_PACKED"}
 def write_staged(store: BlobStore, key: str, parts: list[pl.DataFrame]) -> None:
     """A chunk's staged rows for one day (``parts`` of the same columns, one after the other, in
     one Parquet row group, pyarrow's limit of 1,048,576 rows allowing: one dictionary per column,
-    not one per part), as Parquet: a new object
-    each time, staged files are never rewritten. Uncompressed:
-    validate_day reads a day's staged rows once per slice of meters (nine passes for 4.8M rows),
+    not one per part), as Parquet: a new object each time, staged files are never rewritten.
+    Uncompressed: validate_day reads a day's staged rows once per slice of meters (nine passes for 4.8M rows),
     and decompressing every page each time cost more than the passes' own filtering (README,
     "Benchmarks"). Encoded by pyarrow as ``STAGED_DELTA_COLUMNS`` says, for a day's 4.8M rows
     against polars' own writer: 0.53 against 0.70 s of CPU to write, the nine passes 0.65 against
@@ -663,6 +662,8 @@ def read_slices(
         yield prefetched(iter_slices(path, columns))
 
 
+# Parquet pages of up to this many rows, not pyarrow's 20,000: a zstd context and statistics a
+# page, five times fewer (the archive 0.75 -> 0.70 s of CPU a day, and 12 % smaller).
 PAGE_ROWS = 100_000
 
 
@@ -745,8 +746,6 @@ class SliceWriter:
         if self.arrow:
             options = ipc.IpcWriteOptions(compression=self.compression)
             return ipc.new_file(str(self.path), schema, options=options)
-        # Pages of up to 100,000 rows, not pyarrow's 20,000: a zstd context and statistics a page,
-        # five times fewer (the archive 0.75 -> 0.70 s of CPU a day, and 12 % smaller).
         return pq.ParquetWriter(
             self.path,
             schema,

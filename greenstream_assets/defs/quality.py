@@ -19,7 +19,7 @@ from greenstream_assets.defs.checks import (
 from greenstream_assets.defs.common import IO_RETRY, Preview, partition_day, preview
 from greenstream_assets.defs.partitions import daily_partitions
 from greenstream_assets.defs.resources import RulesResource, StorageResource
-from greenstream_assets.rules import incidents
+from greenstream_assets.rules import incidents, validation
 from greenstream_assets.rules.flagging import flag_readings
 from greenstream_assets.rules.validation import REASONS, validate_readings
 from greenstream_assets.schemas import CleansedReadings, RawReadings
@@ -171,11 +171,19 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                 if validate
                 else None
             )
-            cleansed_out = (
-                stack.enter_context(lake.SliceWriter(store, lake.layer_key("cleansed_readings", day)))
-                if validate
-                else None
-            )
+            cleansed_out = None
+            if flag_inline:
+                # Flagged inline, the flagged layer's file is the cleansed layer too (the same rows,
+                # with five columns more; readers of the cleansed layer take its columns): one
+                # file written, not two (~0.3 s of CPU a day), published twice.
+                assert flagged_out is not None
+                stack.enter_context(
+                    lake.published_copy(flagged_out, lake.layer_key("cleansed_readings", day))
+                )
+            elif validate:
+                cleansed_out = stack.enter_context(
+                    lake.SliceWriter(store, lake.layer_key("cleansed_readings", day))
+                )
             if build_raw or validate or check_raw:
                 if build_raw:
                     ledger = ingestion.load_ledger(store)
@@ -209,8 +217,9 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                         raw_check.add(raw)
                     if result is None:
                         continue
-                    assert cleansed_out is not None and quarantined_out is not None
-                    cleansed_out.write(result.cleansed)
+                    assert quarantined_out is not None
+                    if cleansed_out is not None:
+                        cleansed_out.write(result.cleansed)
                     quarantining.submit(quarantined_out.write, result.quarantined)
                     if cleansed_check is not None:
                         cleansed_check.add(result.cleansed)
@@ -232,7 +241,9 @@ def validate_day(context: dg.AssetExecutionContext, storage: StorageResource, ru
                 # flagged_anomalies or cleansed_readings' checks alone: from the cleansed layer as
                 # last published.
                 cleansed_slices = stack.enter_context(
-                    lake.read_slices(store, lake.layer_key("cleansed_readings", day))
+                    lake.read_slices(
+                        store, lake.layer_key("cleansed_readings", day), list(validation.CLEANSED_SCHEMA)
+                    )
                 )
 
                 def from_layer(cleansed: pl.DataFrame) -> tuple[pl.DataFrame, Any]:

@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -709,6 +711,7 @@ class SliceWriter:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._behind: OneBehind | None = None
         self._discarded = False
+        self._finished = False
 
     def discard(self) -> None:
         """Publish nothing when the block ends: the object keeps its previous version."""
@@ -722,6 +725,8 @@ class SliceWriter:
 
     def write(self, frame: pl.DataFrame) -> None:
         assert self._behind is not None, "use SliceWriter in a with block"
+        if self._finished:
+            raise ValueError(f"{self.key} is finished (published as a copy): nothing more can be written")
         if self.schema is None:
             self.schema = frame.schema
         elif frame.schema != self.schema:
@@ -770,24 +775,56 @@ class SliceWriter:
             batch = pa.RecordBatch.from_pylist([], schema=self._arrow_schema)
         self._writer.write_batch(batch)
 
+    def _finish(self) -> None:
+        """The last slice written and the file closed (once)."""
+        assert self._tmp is not None and self._behind is not None
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._behind.close()
+        finally:
+            if self._writer is not None:
+                if self.meter_slices:
+                    self._writer.add_key_value_metadata({METER_SLICES: "1"})
+                self._writer.close()
+
+    def publish_copy(self, key: str) -> None:
+        """Finish the file and publish it as ``key`` too, now: one file that is two objects (the
+        cleansed readings and the same rows with their flags, written once). Nothing more can be
+        written; the writer's own key is published when the block ends, as always. Published
+        objects are never written in place (every write is a new file renamed over the old), so
+        on a local lake the two keys share the file's one copy."""
+        self._finish()
+        if self._writer is None:
+            raise ValueError(f"nothing was written for {key}: write at least one (empty) frame")
+        copy = self.path.with_name("copy-" + self.path.name)
+        try:
+            os.link(self.path, copy)
+        except OSError:
+            shutil.copyfile(self.path, copy)
+        self.store.write_file(key, copy)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._tmp is not None and self._behind is not None
         try:
-            try:
-                self._behind.close()
-            finally:
-                if self._writer is not None:
-                    if self.meter_slices:
-                        self._writer.add_key_value_metadata({METER_SLICES: "1"})
-                    self._writer.close()
+            self._finish()
             if exc_type is None and not self._discarded:
                 if self._writer is None:
                     raise ValueError(f"nothing was written for {self.key}: write at least one (empty) frame")
                 self.store.write_file(self.key, self.path)
         finally:
             self._tmp.cleanup()
+
+
+@contextmanager
+def published_copy(writer: SliceWriter, key: str) -> Iterator[None]:
+    """``writer.publish_copy(key)`` when the block ends without error, where a writer of its own
+    for ``key`` would have been published."""
+    yield
+    writer.publish_copy(key)
 
 
 class JsonLinesWriter:

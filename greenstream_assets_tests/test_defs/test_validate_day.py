@@ -124,6 +124,15 @@ def test_each_asset_of_the_step_materializes_alone_from_the_one_before(platform)
     job = day_job_after_a_change(platform, V1, V2)
     validation = ("cleansed_readings", "quarantined_readings")
 
+    # The whole step flagged inline: its one file is both layers, the cleansed readings with their
+    # flags. flagged_anomalies alone reads the cleansed columns back and flags them the same way.
+    whole_run = lake.read_layer(platform.lake, lake.layer_key("flagged_anomalies", MON))
+    both = lake.read_layer(platform.lake, lake.layer_key("cleansed_readings", MON))
+    assert both.equals(whole_run)
+    assert materialized(run_subset(job, platform, ["flagged_anomalies"])) == ["flagged_anomalies"]
+    flagged_alone = lake.read_layer(platform.lake, lake.layer_key("flagged_anomalies", MON))
+    assert flagged_alone.sort("meter_id").equals(whole_run.sort("meter_id"))
+
     # The ledger holds V2 now, but raw_meter_files still records V1.
     result = run_subset(job, platform, validation)
     assert materialized(result) == list(validation)

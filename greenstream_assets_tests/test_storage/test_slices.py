@@ -113,6 +113,53 @@ def test_a_failed_slice_write_publishes_nothing_and_keeps_the_previous_layer(tmp
     assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == [key.removeprefix("layers/")]
 
 
+@LAYER_KEYS
+def test_a_slice_writer_publishes_a_copy_at_once_and_its_own_key_when_the_block_ends(tmp_path, key):
+    """One file, two objects (the cleansed and the flagged layer): the copy is published where the
+    block says, the writer's own key when the block ends, and each keeps its version after."""
+    store = LocalBlobStore(tmp_path)
+    copy = key.replace("/x.", "/y.")
+    with lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [1]}))
+        out.write(pl.DataFrame({"v": [2]}))
+        with lake.published_copy(out, copy):
+            pass
+        assert lake.read_layer(store, copy).rows() == [(1,), (2,)]
+        assert not store.exists(key)
+        with pytest.raises(ValueError, match="finished"):
+            out.write(pl.DataFrame({"v": [3]}))
+    assert lake.read_layer(store, key).rows() == [(1,), (2,)]
+    with lake.read_slices(store, copy) as slices:
+        assert [frame.rows() for frame in slices] == [[(1,)], [(2,)]]
+    # A new version of one object leaves the other as it was.
+    with lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [9]}))
+    assert lake.read_layer(store, copy).rows() == [(1,), (2,)]
+    # The block fails after the copy: the copy is published, the writer's own key keeps its version.
+    with pytest.raises(RuntimeError, match="boom"), lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [5]}))
+        with lake.published_copy(out, copy):
+            pass
+        raise RuntimeError("boom")
+    assert (lake.read_layer(store, copy).rows(), lake.read_layer(store, key).rows()) == ([(5,)], [(9,)])
+    # It fails before: neither is published.
+    with pytest.raises(RuntimeError, match="boom"), lake.SliceWriter(store, key) as out:
+        out.write(pl.DataFrame({"v": [6]}))
+        with lake.published_copy(out, copy):
+            raise RuntimeError("boom")
+    assert (lake.read_layer(store, copy).rows(), lake.read_layer(store, key).rows()) == ([(5,)], [(9,)])
+    assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == sorted(
+        k.removeprefix("layers/") for k in (key, copy)
+    )
+    # Nothing written: no copy either.
+    with (
+        pytest.raises(ValueError, match="nothing was written"),
+        lake.SliceWriter(store, "layers/z.arrow") as out,
+    ):
+        out.publish_copy("layers/w.arrow")
+    assert not store.exists("layers/w.arrow")
+
+
 def test_the_hand_over_layers_are_arrow_files_and_the_rest_parquet(tmp_path):
     day = date(2024, 3, 4)
     for layer in ("cleansed_readings", "flagged_anomalies"):

@@ -14,7 +14,7 @@ gc.disable()
 try:
     import dagster as dg
 
-    from greenstream_assets.defs import analytics, ingestion, operations, quality, reports, warehouse
+    from greenstream_assets.defs import analytics, ingestion, operations, quality, warehouse
     from greenstream_assets.defs.jobs import daily_job, ingest_job
     from greenstream_assets.defs.resources import RulesResource, StorageResource
     from greenstream_assets.defs.sensors import landing_zone_sensor
@@ -53,11 +53,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             ingestion.landing_files,
             quality.validate_day,
             warehouse.load_meter_readings,
-            reports.daily_peaks,
-            reports.faulty_meters,
             analytics.estimate_and_report,
-            analytics.faulty_meter_incidents,
-            analytics.daily_quality,
         ],
         asset_checks=[operations.yesterday_landed],
         jobs=[ingest_job, daily_job, operations.freshness_job],

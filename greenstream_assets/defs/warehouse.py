@@ -7,10 +7,12 @@ from datetime import UTC, date, datetime, time, timedelta
 import dagster as dg
 import polars as pl
 
+from greenstream_assets.defs import analytics, reports
 from greenstream_assets.defs.checks import ARCHIVE_MATCHES_TABLE, TABLE_SCHEMA, SchemaCheck, daily_check
 from greenstream_assets.defs.common import IO_RETRY, WAREHOUSE_POOL, Preview, partition_day
 from greenstream_assets.defs.partitions import daily_partitions
-from greenstream_assets.defs.resources import StorageResource
+from greenstream_assets.defs.resources import RulesResource, StorageResource
+from greenstream_assets.rules import reports as report_rules
 from greenstream_assets.schemas import MeterReadingsTable
 from greenstream_assets.storage import lake
 from greenstream_assets.storage.warehouse import TABLES, Warehouse
@@ -66,6 +68,9 @@ ARCHIVE = dg.AssetKey("meter_readings_archive")
                 "atomically: readers see the previous day file or the new one, never a part."
             ),
         ),
+        reports.DAILY_PEAKS_SPEC,
+        reports.FAULTY_METERS_SPEC,
+        analytics.INCIDENTS_SPEC,
     ],
     partitions_def=daily_partitions,
     retry_policy=IO_RETRY,
@@ -78,24 +83,56 @@ ARCHIVE = dg.AssetKey("meter_readings_archive")
             ARCHIVE,
             description="The archived file reads back with the same rows and keys as the day's table rows.",
         ),
+        analytics.INCIDENTS_CHECK,
     ],
 )
-def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResource):
+def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource):
     """The day's table rows and their archive from one read of the flagged readings: each slice is
     loaded into the warehouse while the archive encodes the slice before it on its own thread. The
     archive is published after the table's transaction commits; a failure of either leaves the
-    previous archive in place, and a rerun replaces both. Either asset can be materialized alone."""
+    previous archive in place, and a rerun replaces both.
+
+    The reports made from them follow in the same step, from the same read: the system peak
+    (daily_peaks) from each slice's per-instant totals, the faulty-meter incidents from each slice
+    of meters on a thread of their own, and faulty_meters from validate_day's periods. As steps of
+    their own, each read the day back (~0.45 s a day). Any subset can be materialized: a report
+    without the table and the archive reads what it is made from, as last published."""
+    warehouse = storage.open_warehouse()
+    # One warehouse connection for the step's tables (see Warehouse.session).
+    with warehouse.session():
+        yield from _load_meter_readings(context, storage, rules, warehouse)
+
+
+def _load_meter_readings(
+    context: dg.AssetExecutionContext, storage: StorageResource, rules: RulesResource, warehouse: Warehouse
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     day = partition_day(context)
     store = storage.lake_store()
     key = lake.archive_key(day)
-    load, keep = TABLE in context.selected_asset_keys, ARCHIVE in context.selected_asset_keys
+    selected = context.selected_asset_keys
+    load, keep = TABLE in selected, ARCHIVE in selected
+    peaks, faulty, registry = (
+        k in selected for k in (reports.DAILY_PEAKS, reports.FAULTY_METERS, analytics.INCIDENTS)
+    )
+    config = rules.config()
     check = SchemaCheck(MeterReadingsTable)
     totals = {"missing": 0, "anomalies": 0, "meters": 0}
+    instant_totals: list[pl.DataFrame] = []
     head = Preview()
-    warehouse = storage.open_warehouse()
     stored = 0
+    table_valid = False
+    # The reports worked out from the slices below, when the step reads them.
+    made_incidents = (
+        analytics.DayIncidents(store, day, config, analytics.read_previous_open(store, day))
+        if registry and (load or keep)
+        else None
+    )
     with ExitStack() as stack:
-        slices = stack.enter_context(lake.read_slices(store, lake.layer_key("flagged_anomalies", day)))
+        slices = (
+            stack.enter_context(lake.read_slices(store, lake.layer_key("flagged_anomalies", day)))
+            if load or keep
+            else iter(())
+        )
         archive = (
             stack.enter_context(
                 lake.SliceWriter(store, key, compression="zstd", statistics=True, meter_slices=True)
@@ -106,12 +143,16 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
         # The metadata's counts are made on a thread of their own while the slice is loaded (the
         # meters' distinct count hashes every id: ~0.13 s a day this thread spent outside DuckDB).
         counting = stack.enter_context(lake.OneBehind("load-counts"))
+        finding = stack.enter_context(lake.OneBehind("incidents"))
 
         def count(part: pl.DataFrame) -> None:
             totals["missing"] += int(part.get_column("is_missing").sum())
             totals["anomalies"] += int(part.get_column("is_anomaly").sum())
             totals["meters"] += part.get_column("meter_id").n_unique()
             head.add(part)
+            if peaks:
+                # Taken for the peak only when the table's schema check passes (see below).
+                instant_totals.append(report_rules.instant_totals(part))
 
         def rows() -> Iterator[pl.DataFrame]:
             # A slice of meters at a time: archived, loaded in the one transaction and validated.
@@ -122,17 +163,21 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
                     archive.write(part.drop("reading_date"))
                 if load:
                     check.add(part)
+                if load:
                     counting.submit(count, part)
+                if made_incidents is not None:
+                    finding.submit(made_incidents.add, part)
                 yield part
             # The last slice counted (or its error raised) inside the table's transaction.
             counting.wait()
 
         if load:
             stored = warehouse.replace_day("meter_readings", day, rows())
-        else:
+        elif keep:
             for _ in rows():
                 pass
         counting.close()
+        finding.close()
     if load:
         yield dg.MaterializeResult(
             asset_key=TABLE,
@@ -149,10 +194,11 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
         # the day (reading 4.8M rows back to validate them again would double the step's cost).
         in_table = rows_of_day(warehouse, day)
         result = check.result(TABLE_SCHEMA, TABLE)
+        table_valid = result.passed and in_table == stored
         yield dg.AssetCheckResult(
             check_name=TABLE_SCHEMA,
             asset_key=TABLE,
-            passed=result.passed and in_table == stored,
+            passed=table_valid,
             metadata={**result.metadata, "rows_in_table": dg.MetadataValue.int(in_table)},
             description=result.description,
         )
@@ -173,3 +219,16 @@ def load_meter_readings(context: dg.AssetExecutionContext, storage: StorageResou
             passed=archived == archive.rows and (not load or archived == stored),
             metadata={"rows_archived": archived, "rows_expected": archive.rows, **loaded},
         )
+    if peaks:
+        # From the slices' totals when the rows loaded passed the table's schema check (a meter's
+        # reading is one per instant, so the readings counted are meters), else from the archive.
+        peak = (
+            report_rules.peak_of_totals(instant_totals, day)
+            if load and table_valid
+            else reports.archived_peak(store, day)
+        )
+        yield reports.publish_daily_peaks(store, warehouse, day, peak)
+    if faulty:
+        yield reports.publish_faulty_meters(store, warehouse, day)
+    if registry:
+        yield from analytics.materialize_incidents(context, store, warehouse, config, day, made_incidents)

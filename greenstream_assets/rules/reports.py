@@ -54,3 +54,45 @@ def system_peak(readings: pl.DataFrame | pl.LazyFrame, day: date) -> pl.DataFram
         peak_kw="peak_kw",
         meters_reporting=pl.lit(meters),
     ).cast(DAILY_PEAK_SCHEMA)
+
+
+def instant_totals(readings: pl.DataFrame) -> pl.DataFrame:
+    """Per instant of ``readings``: the eligible readings' total kW and how many there are.
+
+    For a day read a slice of meters at a time: slices hold disjoint meters, so the slices' totals
+    add up to the day's (``peak_of_totals``). A reading is one meter's where ``(meter_id,
+    reading_ts)`` is unique, as the table's schema check asserts: a caller takes these totals for
+    ``system_peak``'s only when that check passed (counting distinct ids hashed every id)."""
+    return (
+        readings.lazy()
+        .filter(peak_eligible())
+        .group_by("reading_ts")
+        .agg(peak_kw=pl.col("energy_kw").sum(), meters_reporting=pl.len())
+        .collect()
+    )
+
+
+def peak_of_totals(totals: list[pl.DataFrame], day: date) -> pl.DataFrame:
+    """``system_peak`` of a day from the ``instant_totals`` of its slices of meters."""
+    whole = (
+        pl.concat(totals)
+        .group_by("reading_ts")
+        .agg(
+            # Rounded to the microwatt, as system_peak's, so the sum does not depend on the order.
+            peak_kw=pl.col("peak_kw").sum().round(6),
+            meters_reporting=pl.col("meters_reporting").sum(),
+        )
+        .sort(["peak_kw", "reading_ts"], descending=[True, False])
+        .head(1)
+    )
+    if whole.height == 0:
+        return pl.DataFrame(
+            {"reading_date": [day], "peak_ts": [None], "peak_kw": [None], "meters_reporting": [0]},
+            schema=DAILY_PEAK_SCHEMA,
+        )
+    return whole.select(
+        reading_date=pl.lit(day),
+        peak_ts="reading_ts",
+        peak_kw="peak_kw",
+        meters_reporting="meters_reporting",
+    ).cast(DAILY_PEAK_SCHEMA)

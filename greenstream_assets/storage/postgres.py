@@ -161,6 +161,11 @@ class PostgresWarehouse:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     @contextmanager
+    def session(self) -> Iterator[None]:
+        """Nothing kept: each statement opens a connection of its own, cheap next to its work there."""
+        yield
+
+    @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """A session advisory lock on ``name`` (in this schema) for the block: released at the end,
         or by PostgreSQL when the process dies."""

@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 from greenstream_assets.rules.config import RulesConfig
 from greenstream_assets.rules.flagging import flag_readings
 from greenstream_assets.rules.ranges import is_anomaly
-from greenstream_assets.rules.reports import DAILY_PEAK_SCHEMA, system_peak
+from greenstream_assets.rules.reports import DAILY_PEAK_SCHEMA, instant_totals, peak_of_totals, system_peak
 from greenstream_assets.rules.validation import validate_readings
 
 from .helpers import DAY, raw_frame, readings_frame, utc
@@ -60,10 +60,23 @@ def test_custom_max() -> None:
     assert frame.select(a=is_anomaly(RulesConfig(max_kw=5.0))).get_column("a").to_list() == [False, True]
 
 
-# --- system peak --------------------------------------------------------------------------------
+# --- system peak ---------------------------------------------------------------------------------
+# Every case twice: from the whole day's readings (system_peak, as daily_peaks alone reads the
+# archive) and from the per-instant totals of slices of meters (as load_meter_readings makes it).
 
 
-def test_peak_is_highest_total_instant() -> None:
+def sliced_peak(readings: pl.DataFrame, day: date) -> pl.DataFrame:
+    slices = readings.with_columns(_slice=pl.col("meter_id").rank("dense") % 2).partition_by(
+        "_slice", include_key=False
+    )
+    return peak_of_totals([instant_totals(part) for part in slices or [readings]], day)
+
+
+PEAK = pytest.mark.parametrize("peak", [system_peak, sliced_peak], ids=["whole", "sliced"])
+
+
+@PEAK
+def test_peak_is_highest_total_instant(peak) -> None:
     readings = readings_frame(
         [
             ("m1", T1, 1.0, False, False),
@@ -73,10 +86,11 @@ def test_peak_is_highest_total_instant() -> None:
             ("m1", T3, 0.5, False, False),
         ]
     )
-    assert_frame_equal(system_peak(readings, DAY), peak_frame(T2, 3.5, 2), check_exact=True)
+    assert_frame_equal(peak(readings, DAY), peak_frame(T2, 3.5, 2), check_exact=True)
 
 
-def test_missing_and_anomalies_are_excluded() -> None:
+@PEAK
+def test_missing_and_anomalies_are_excluded(peak) -> None:
     readings = readings_frame(
         [
             ("m1", T1, 1.0, False, False),
@@ -86,10 +100,11 @@ def test_missing_and_anomalies_are_excluded() -> None:
             ("m2", T2, 1.5, False, False),
         ]
     )
-    assert_frame_equal(system_peak(readings, DAY), peak_frame(T1, 2.0, 2), check_exact=True)
+    assert_frame_equal(peak(readings, DAY), peak_frame(T1, 2.0, 2), check_exact=True)
 
 
-def test_meters_reporting_counts_only_meters_in_the_total() -> None:
+@PEAK
+def test_meters_reporting_counts_only_meters_in_the_total(peak) -> None:
     readings = readings_frame(
         [
             ("m1", T1, 4.0, False, False),
@@ -99,7 +114,7 @@ def test_meters_reporting_counts_only_meters_in_the_total() -> None:
             ("m3", T2, 1.0, False, False),
         ]
     )
-    assert_frame_equal(system_peak(readings, DAY), peak_frame(T1, 9.0, 2), check_exact=True)
+    assert_frame_equal(peak(readings, DAY), peak_frame(T1, 9.0, 2), check_exact=True)
 
 
 @pytest.mark.parametrize(
@@ -125,31 +140,33 @@ def test_meters_reporting_counts_only_meters_in_the_total() -> None:
         ),
     ],
 )
-def test_tie_takes_earliest_instant(rows: list[tuple], peak_kw: float, meters: int) -> None:
-    assert_frame_equal(
-        system_peak(readings_frame(rows), DAY), peak_frame(T1, peak_kw, meters), check_exact=True
-    )
+@PEAK
+def test_tie_takes_earliest_instant(rows: list[tuple], peak_kw: float, meters: int, peak) -> None:
+    assert_frame_equal(peak(readings_frame(rows), DAY), peak_frame(T1, peak_kw, meters), check_exact=True)
 
 
-def test_tie_on_three_instants_in_reverse_order() -> None:
+@PEAK
+def test_tie_on_three_instants_in_reverse_order(peak) -> None:
     rows = [("m1", t, 7.0, False, False) for t in (T3, T2, T1)]
-    assert_frame_equal(system_peak(readings_frame(rows), DAY), peak_frame(T1, 7.0, 1), check_exact=True)
+    assert_frame_equal(peak(readings_frame(rows), DAY), peak_frame(T1, 7.0, 1), check_exact=True)
 
 
-def test_peak_kw_rounded_to_six_decimals() -> None:
+@PEAK
+def test_peak_kw_rounded_to_six_decimals(peak) -> None:
     readings = readings_frame([("m1", T1, 1.23456789, False, False), ("m2", T1, 1.0000004, False, False)])
-    assert_frame_equal(system_peak(readings, DAY), peak_frame(T1, 2.234568, 2), check_exact=True)
+    assert_frame_equal(peak(readings, DAY), peak_frame(T1, 2.234568, 2), check_exact=True)
 
 
-def test_row_order_does_not_change_the_peak() -> None:
+@PEAK
+def test_row_order_does_not_change_the_peak(peak) -> None:
     rows = [
         ("m1", T1, 0.1, False, False),
         ("m2", T1, 0.2, False, False),
         ("m3", T1, 0.3, False, False),
         ("m1", T2, 0.6, False, False),
     ]
-    forward = system_peak(readings_frame(rows), DAY)
-    backward = system_peak(readings_frame(list(reversed(rows))), DAY)
+    forward = peak(readings_frame(rows), DAY)
+    backward = peak(readings_frame(list(reversed(rows))), DAY)
     assert_frame_equal(forward, peak_frame(T1, 0.6, 3), check_exact=True)
     assert_frame_equal(backward, forward, check_exact=True)
 
@@ -165,21 +182,25 @@ def test_row_order_does_not_change_the_peak() -> None:
         ),
     ],
 )
-def test_day_without_eligible_readings(rows: list[tuple]) -> None:
-    assert_frame_equal(system_peak(readings_frame(rows), DAY), peak_frame(None, None, 0), check_exact=True)
+@PEAK
+def test_day_without_eligible_readings(rows: list[tuple], peak) -> None:
+    assert_frame_equal(peak(readings_frame(rows), DAY), peak_frame(None, None, 0), check_exact=True)
 
 
-def test_reading_date_is_the_day_passed() -> None:
-    peak = system_peak(readings_frame([("m1", T1, 1.0, False, False)]), date(2024, 6, 4))
-    assert_frame_equal(peak, peak_frame(T1, 1.0, 1, day=date(2024, 6, 4)), check_exact=True)
+@PEAK
+def test_reading_date_is_the_day_passed(peak) -> None:
+    found = peak(readings_frame([("m1", T1, 1.0, False, False)]), date(2024, 6, 4))
+    assert_frame_equal(found, peak_frame(T1, 1.0, 1, day=date(2024, 6, 4)), check_exact=True)
 
 
-def test_zero_total_is_a_peak() -> None:
+@PEAK
+def test_zero_total_is_a_peak(peak) -> None:
     readings = readings_frame([("m1", T2, 0.0, False, False), ("m2", T2, 0.0, False, False)])
-    assert_frame_equal(system_peak(readings, DAY), peak_frame(T2, 0.0, 2), check_exact=True)
+    assert_frame_equal(peak(readings, DAY), peak_frame(T2, 0.0, 2), check_exact=True)
 
 
-def test_peak_from_raw_rows() -> None:
+@PEAK
+def test_peak_from_raw_rows(peak) -> None:
     raw = raw_frame(
         [
             ("m1", "2024-06-03T08:00:00Z", "1500", "W"),
@@ -193,4 +214,4 @@ def test_peak_from_raw_rows() -> None:
     )
     validated = validate_readings(raw, RulesConfig(), DAY)
     flagged, _ = flag_readings(validated.cleansed, RulesConfig())
-    assert_frame_equal(system_peak(flagged, DAY), peak_frame(T1, 4.0, 2), check_exact=True)
+    assert_frame_equal(peak(flagged, DAY), peak_frame(T1, 4.0, 2), check_exact=True)

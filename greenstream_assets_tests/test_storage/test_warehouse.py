@@ -138,6 +138,36 @@ def test_threads_share_an_open_file_and_it_is_released_after_the_last(tmp_path):
         assert conn.sql("SELECT count(*) FROM daily_peaks").fetchall() == [(8,)]
 
 
+def test_a_session_runs_every_statement_of_its_thread_on_one_connection(tmp_path, monkeypatch):
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(str(path))
+    warehouse.ensure_schema()
+    opened = []
+    connect = duckdb.connect
+    monkeypatch.setattr(
+        warehouse_module.duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k)
+    )
+    with warehouse.session():
+        warehouse.replace_day("daily_peaks", DAY, peaks(DAY, 1.0))
+        # A failed load inside the session rolls back, and the session goes on.
+        broken = peaks(DAY, 5.0).with_columns(meters_reporting=pl.lit(None, pl.Int64))
+        with pytest.raises(Exception, match="NOT NULL"):
+            warehouse.replace_day("daily_peaks", DAY, broken)
+        warehouse.replace_day("daily_peaks", DAY + timedelta(days=1), peaks(DAY, 2.0))
+        with warehouse.session():  # a session inside one is part of it
+            assert warehouse.query("SELECT count(*) FROM daily_peaks").item() == 2
+        assert len(opened) == 1
+        # Another thread gets a connection of its own.
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(warehouse.query, "SELECT sum(peak_kw) FROM daily_peaks").result().item() == 3.0
+        assert len(opened) == 2
+    # Outside the session, a connection per statement, and the file is released at the end.
+    assert warehouse.query("SELECT peak_kw FROM daily_peaks ORDER BY reading_date").rows() == [(1.0,), (2.0,)]
+    assert len(opened) == 3
+    read = [sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).sql('SELECT 1')"]
+    subprocess.run(read, check=True)
+
+
 def test_a_load_that_fails_midway_leaves_the_previous_day(tmp_path):
     warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     warehouse.ensure_schema()

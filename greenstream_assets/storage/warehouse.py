@@ -215,6 +215,11 @@ class DuckDBWarehouse:
             conn = duckdb.connect(self.path)
         try:
             conn.execute("SET TimeZone = 'UTC'")
+            # Booleans and validity masks as roaring bitmaps without trying the other methods on
+            # them first (the rest still chooses its method, so the file is the same size): of a
+            # day's ~1.55 s of insert CPU, analysing bitpacking and RLE on the five one-byte
+            # columns took ~0.15 s. A setting of the database, for every connection to it.
+            conn.execute("SET force_compression = 'roaring'")
             if not self._schema_ready:
                 _ensure_schema(conn)
                 self._schema_ready = True

@@ -201,3 +201,11 @@ print(w.query("SELECT reading_date, hour(peak_ts), peak_kw FROM daily_peaks ORDE
     assert (
         out.stdout.strip() == "[(datetime.date(2024, 3, 4), 23, 2.0), (datetime.date(2024, 3, 5), 23, 1.0)]"
     )
+
+
+def test_every_connection_stores_booleans_as_roaring_bitmaps(tmp_path):
+    """Booleans skip the compression methods that cost a day's load ~0.15 s of CPU to try."""
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    assert warehouse.query("SELECT current_setting('force_compression')").item() == "roaring"
+    with warehouse.session():
+        assert warehouse.query("SELECT current_setting('force_compression')").item() == "roaring"

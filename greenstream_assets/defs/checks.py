@@ -44,9 +44,13 @@ class SchemaCheck:
     Uniqueness checks run within a slice. Slices cut a day by meter, so rows that share a meter
     (``meter_id, reading_ts``) or a file line (a line comes once, with its meter) share a slice.
 
-    A slice is validated on a thread of the check's own while the step goes on with the next one
-    (one slice in flight at most); ``result`` waits for the last.
+    Slices are validated two at a time (``BATCH``), on a thread of the check's own while the step
+    goes on (one batch in flight at most); ``result`` waits for the last. A validation costs ~50
+    small queries whatever its rows (~6-16 ms a model on this machine): two slices at once spend
+    that half as often, ~0.14 s of CPU a day over the three models.
     """
+
+    BATCH = 2
 
     def __init__(self, model: type[pa.DataFrameModel]) -> None:
         self.model = model
@@ -55,10 +59,29 @@ class SchemaCheck:
         self.per_check: dict[tuple[str, str], int] = {}
         self.samples: list[pl.DataFrame] = []
         self._behind = lake.OneBehind("schema-check")
+        self._batch: list[pl.DataFrame] = []
+        self._batch_start = 0
 
     def add(self, frame: pl.DataFrame) -> None:
-        self._behind.submit(self._validate, frame, self.rows)
+        if not self._batch:
+            self._batch_start = self.rows
+        self._batch.append(frame)
         self.rows += frame.height
+        if len(self._batch) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if all(frame.schema == batch[0].schema for frame in batch):
+            # Slices hold disjoint meters (and so file lines): uniqueness over two is uniqueness in
+            # each.
+            self._behind.submit(self._validate, pl.concat(batch, rechunk=False), self._batch_start)
+            return
+        # Slices of different column types (an empty one): each validated as it is.
+        offsets = [self._batch_start + sum(f.height for f in batch[:k]) for k in range(len(batch))]
+        self._behind.submit(lambda: [self._validate(f, o) for f, o in zip(batch, offsets, strict=True)])
 
     def _validate(self, frame: pl.DataFrame, offset: int) -> None:
         try:
@@ -91,7 +114,10 @@ class SchemaCheck:
         self.samples.append(owned(sample.with_columns(pl.col("index") + offset)))
 
     def result(self, check_name: str, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
-        self._behind.close()
+        try:
+            self._flush()
+        finally:
+            self._behind.close()
         metadata: dict[str, dg.RawMetadataValue] = {
             "rows_checked": dg.MetadataValue.int(self.rows),
             "failures": dg.MetadataValue.int(self.failures),

@@ -102,3 +102,27 @@ def test_unique_keys_marks_exactly_the_rows_whose_key_repeats(keys, expected):
     marks = unique_keys(frame, ["a", "b"]).collect().to_series()
     assert marks.to_list() == expected
     assert marks.to_list() == (~frame.collect().is_duplicated()).to_list()  # pandera's own rule
+
+
+def test_slices_are_validated_two_at_a_time_and_keep_their_positions_in_the_day(monkeypatch):
+    validated = []
+    original = SchemaCheck._validate
+
+    def counted(self, frame, offset):
+        validated.append((frame.get_column("meter_id").to_list(), offset))
+        return original(self, frame, offset)
+
+    monkeypatch.setattr(SchemaCheck, "_validate", counted)
+    check = SchemaCheck(CleansedReadings)
+    for k in range(5):
+        check.add(cleansed([(f"M{k}", T, -1.0 if k % 2 else 1.0, False, "a.csv", k + 2)]))
+    # A slice of other column types is validated on its own, at its own position.
+    odd = cleansed([("M5", T, -1.0, False, "a.csv", 7)]).with_columns(pl.col("line_number").cast(pl.Int32))
+    check.add(odd)
+    result = check.result("cleansed_schema", dg.AssetKey("x"))
+    assert validated == [(["M0", "M1"], 0), (["M2", "M3"], 2), (["M4"], 4), (["M5"], 5)]
+    assert result.metadata["rows_checked"].value == 6
+    assert result.metadata["failures[energy_kw:greater_than_or_equal_to(0)]"].value == 3
+    sample = result.metadata["failure_sample"].value
+    for position, meter in ((1, "M1"), (3, "M3"), (5, "M5")):
+        assert f"| energy_kw | greater_than_or_equal_to(0) | -1.0 | {position} | {meter} |" in sample

@@ -152,8 +152,10 @@ def _estimate_and_report(
                     store, lake.estimated_key(day), compression="zstd", statistics=True, meter_slices=True
                 )
             )
-        else:
+        elif report or feature:
             slices = stack.enter_context(lake.read_slices(store, lake.estimated_key(day)))
+        else:
+            slices = iter(())  # daily_quality alone: it reads what it counts itself
         if feature:
             feature_keys = _existing(
                 store, [lake.features_key(day - timedelta(days=back)) for back in (1, 7)]
@@ -458,6 +460,8 @@ def materialize_incidents(
             else:
                 _carry_forward(store, warehouse, config, pending, stored, whole=True)
         previous_open = read_previous_open(store, day)
+        if made is not None and made.failed is not None:
+            context.log.warning(f"Incidents of {day} made again from the flagged layer: {made.failed!r}")
         if made is not None and made.made_from(store, day, previous_open):
             found = made.result()
         else:

@@ -121,12 +121,19 @@ def _load_meter_readings(
     head = Preview()
     stored = 0
     table_valid = False
-    # The reports worked out from the slices below, when the step reads them.
-    made_incidents = (
-        analytics.DayIncidents(store, day, config, analytics.read_previous_open(store, day))
-        if registry and (load or keep)
-        else None
-    )
+    # The reports worked out from the slices below, when the step reads them. What goes wrong with
+    # them on the way is kept, not raised: the table and the archive go on, and the report is
+    # then made from what it reads, as alone, after them (where its error, if it recurs, fails
+    # the step).
+    made_incidents = None
+    peaks_failed: list[Exception] = []
+    if registry and (load or keep):
+        try:
+            made_incidents = analytics.DayIncidents(
+                store, day, config, analytics.read_previous_open(store, day)
+            )
+        except Exception as err:
+            context.log.warning(f"Incidents of {day} will be made after the load: {err!r}")
     with ExitStack() as stack:
         slices = (
             stack.enter_context(lake.read_slices(store, lake.layer_key("flagged_anomalies", day)))
@@ -150,9 +157,12 @@ def _load_meter_readings(
             totals["anomalies"] += int(part.get_column("is_anomaly").sum())
             totals["meters"] += part.get_column("meter_id").n_unique()
             head.add(part)
-            if peaks:
+            if peaks and not peaks_failed:
                 # Taken for the peak only when the table's schema check passes (see below).
-                instant_totals.append(report_rules.instant_totals(part))
+                try:
+                    instant_totals.append(report_rules.instant_totals(part))
+                except Exception as err:
+                    peaks_failed.append(err)
 
         def rows() -> Iterator[pl.DataFrame]:
             # A slice of meters at a time: archived, loaded in the one transaction and validated.
@@ -224,7 +234,7 @@ def _load_meter_readings(
         # reading is one per instant, so the readings counted are meters), else from the archive.
         peak = (
             report_rules.peak_of_totals(instant_totals, day)
-            if load and table_valid
+            if load and table_valid and not peaks_failed
             else reports.archived_peak(store, day)
         )
         yield reports.publish_daily_peaks(store, warehouse, day, peak)

@@ -432,3 +432,52 @@ def test_incidents_made_on_the_way_are_taken_only_while_what_they_were_made_from
     assert not broken.made_from(store, TUE, read_previous_open(store, TUE))
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
         broken.result()
+
+
+@pytest.mark.parametrize("broken", ["incidents_set_up", "incidents_slice", "peak_totals"])
+def test_a_report_that_fails_on_the_way_is_made_after_the_load_from_what_it_reads(
+    platform, monkeypatch, broken
+):
+    """What load_meter_readings works out for its reports as it loads cannot stop the table or
+    the archive: the report is then made from what it reads, after them, as alone."""
+    import threading
+
+    from greenstream_assets.defs import analytics
+    from greenstream_assets.rules import reports as report_rules
+
+    calls = []
+    set_up, add = analytics.DayIncidents.__init__, analytics.DayIncidents._add
+
+    def set_up_on_the_way_fails(self, *args):
+        calls.append(1)
+        if len(calls) % 2:  # the day's first (in the load), not the one made after it
+            raise RuntimeError("unreadable yesterday")
+        set_up(self, *args)
+
+    def slice_on_the_way_fails(self, readings):
+        if threading.current_thread().name.startswith("incidents"):
+            raise RuntimeError("a slice's incidents")
+        add(self, readings)
+
+    def totals_fail(readings):
+        raise RuntimeError("a slice's totals")
+
+    patches = {
+        "incidents_set_up": (analytics.DayIncidents, "__init__", set_up_on_the_way_fails),
+        "incidents_slice": (analytics.DayIncidents, "_add", slice_on_the_way_fails),
+        "peak_totals": (report_rules, "instant_totals", totals_fail),
+    }
+    monkeypatch.setattr(*patches[broken])
+    platform.drop("mon.csv", MON_FILE)
+    platform.drop("tue.csv", TUE_FILE)
+    run(platform)
+    assert platform.query(INCIDENTS).rows() == [
+        ("M1", datetime(2024, 3, 4, 18, tzinfo=UTC), datetime(2024, 3, 5, 2, tzinfo=UTC), 8.0, "closed", 33)
+    ]
+    assert platform.query("SELECT * FROM daily_peaks ORDER BY reading_date").rows() == [
+        (MON, datetime(2024, 3, 4, tzinfo=UTC), 3.0, 2),
+        (TUE, datetime(2024, 3, 5, 2, 15, tzinfo=UTC), 3.0, 2),
+    ]
+    assert platform.query("SELECT count(*) FROM meter_readings").item() == 384
+    if broken == "incidents_set_up":
+        assert len(calls) == 4
